@@ -1,0 +1,162 @@
+"""Latency, throughput and memory measurement, shared by every stage that reports cost.
+
+Warm-up runs are excluded, timings are per batch with perf_counter, percentiles come from a
+fixed number of timed runs, and thread counts are pinned so figures compare across models.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+from torch import nn
+
+
+def time_runs(run: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
+    """Seconds per call over `runs` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    samples = np.empty(runs)
+    for index in range(runs):
+        start = time.perf_counter()
+        run()
+        samples[index] = time.perf_counter() - start
+    return samples
+
+
+def summarize(samples: np.ndarray, batch_size: int) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(samples, [50, 95, 99]) * 1000.0
+    return {
+        "p50_ms": round(float(p50), 4),
+        "p95_ms": round(float(p95), 4),
+        "p99_ms": round(float(p99), 4),
+        "throughput_per_s": round(batch_size / float(np.median(samples)), 2),
+    }
+
+
+def ort_session(path: str | Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_latency(
+    session: ort.InferenceSession,
+    input_shape: tuple[int, ...],
+    batch_sizes: list[int],
+    warmup: int,
+    runs: int,
+) -> dict[str, dict[str, float]]:
+    name = session.get_inputs()[0].name
+    results = {}
+    for batch in batch_sizes:
+        feed = {name: np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)}
+        results[f"batch_{batch}"] = summarize(
+            time_runs(lambda feed=feed: session.run(None, feed), warmup, runs), batch
+        )
+    return results
+
+
+@torch.no_grad()
+def torch_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_sizes: list[int],
+    warmup: int,
+    runs: int,
+    threads: int,
+) -> dict[str, dict[str, float]]:
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model.eval()
+    results = {}
+    try:
+        for batch in batch_sizes:
+            example = torch.rand(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+            results[f"batch_{batch}"] = summarize(
+                time_runs(lambda example=example: model(example), warmup, runs), batch
+            )
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A (C, H, W) image in [0, 1] as PNG bytes: the raw input a deployed model receives."""
+    pixels = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    pil = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def preprocess_png(
+    png: bytes, image_size: int, channels: int, mean: list[float], std: list[float]
+) -> np.ndarray:
+    """Decode, resize, scale and normalize one image into a (1, C, H, W) float32 batch."""
+    with Image.open(io.BytesIO(png)) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    normalized = (array - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(
+        std, np.float32
+    )[:, None, None]
+    return normalized[None].astype(np.float32)
+
+
+def end_to_end_latency(
+    session: ort.InferenceSession,
+    png: bytes,
+    image_size: int,
+    channels: int,
+    mean: list[float],
+    std: list[float],
+    warmup: int,
+    runs: int,
+) -> dict[str, float]:
+    """Batch-1 latency from PNG bytes to logits: decoding and preprocessing included."""
+    name = session.get_inputs()[0].name
+
+    def run() -> None:
+        session.run(None, {name: preprocess_png(png, image_size, channels, mean, std)})
+
+    return summarize(time_runs(run, warmup, runs), 1)
+
+
+def onnx_peak_memory(
+    path: str | Path, input_shape: tuple[int, ...], batch: int, threads: int
+) -> dict[str, float]:
+    """Peak memory of a fresh process (importing only onnxruntime and numpy) that loads the model
+    and runs one batch, and its growth over that process before the session was created."""
+    request = json.dumps(
+        {"path": str(path), "input_shape": list(input_shape), "batch": batch, "threads": threads}
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "stages.ort_memory", request],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"Memory measurement of '{path}' failed: {completed.stderr.strip()[-500:]}"
+        )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def process_peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 2)

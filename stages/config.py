@@ -1,0 +1,122 @@
+"""The params.yaml schema: one pydantic model per section, checked at the edge of every stage so
+a typo or an out-of-range value fails before any work starts, naming the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AugmentParams(Section):
+    crop_padding: int = Field(1, ge=0, le=64)
+    horizontal_flip: bool = False
+
+
+class DataParams(Section):
+    source: Literal["digits", "imagefolder", "cifar10"] = "digits"
+    path: str | None = None
+    image_size: int | None = Field(None, ge=4, le=1024)
+    channels: Literal[1, 3] | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    calibration_size: int = Field(300, ge=10, le=100_000)
+    class_balance_tolerance: float = Field(0.5, gt=0.0, le=1.0)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _path_for_local_sources(self) -> DataParams:
+        if self.source in ("imagefolder", "cifar10") and not self.path:
+            raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        return self
+
+
+class TeacherParams(Section):
+    arch: str = "resnet18"
+    checkpoint: str | None = None
+    epochs: int = Field(8, ge=0, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class GateParams(Section):
+    min_accuracy: float = Field(0.95, ge=0.0, le=1.0)
+    min_class_accuracy: float = Field(0.85, ge=0.0, le=1.0)
+
+
+class BenchmarkParams(Section):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], min_length=1)
+    warmup_runs: int = Field(5, ge=0, le=1000)
+    timed_runs: int = Field(30, ge=3, le=100_000)
+    intra_op_threads: int = Field(2, ge=1, le=256)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams,
+    "teacher": TeacherParams,
+    "gate": GateParams,
+    "benchmark": BenchmarkParams,
+}
+
+S = TypeVar("S", bound=Section)
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict:
+    if not path.exists():
+        raise PipelineError(f"'{path}' not found: run the stage from the repository root.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise PipelineError(f"'{path}' is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise PipelineError(
+            f"'{path}' must hold a mapping of sections, found {type(raw).__name__}."
+        )
+    return raw
+
+
+def _explain(section: str, model: type[Section], error: ValidationError, path: Path) -> str:
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in (section, *problem["loc"]))
+        if problem["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(problem["loc"][-1]), model.model_fields, n=1)
+            hint = f" Did you mean `{section}.{close[0]}`?" if close else ""
+            valid = ", ".join(model.model_fields)
+            lines.append(f"unknown key `{key}`.{hint} Valid keys: {valid}.")
+        elif problem["loc"]:
+            lines.append(f"`{key}` = {problem.get('input')!r}: {problem['msg']}.")
+        else:
+            lines.append(f"`{section}`: {problem['msg']}.")
+    return f"Invalid params in '{path}': " + " ".join(lines)
+
+
+def load_section(section: str, path: Path = PARAMS_FILE) -> Section:
+    """Validate one section of params.yaml and return it with defaults filled in."""
+    model = SECTIONS[section]
+    raw = read_params(path).get(section) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(_explain(section, model, error, path)) from None
+
+
+def load(section: str, model: type[S], path: Path = PARAMS_FILE) -> S:
+    """Typed shortcut: `load("data", DataParams)`."""
+    params = load_section(section, path)
+    assert isinstance(params, model)
+    return params

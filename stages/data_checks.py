@@ -1,0 +1,181 @@
+"""Great Expectations checks on every prepared split, run before anything is written.
+
+Each split becomes a small pandas frame with one row per sample (label, finite pixel range,
+non-finite count, shape, class share, whether its hash occurs in train) so that standard GX
+column expectations express every check; the report names the split and each failed check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckResult:
+    split: str
+    check: str
+    expectation: str
+    success: bool
+    detail: str
+
+
+def image_hashes(images: np.ndarray) -> list[str]:
+    """Content hash per image, to find the same sample in two splits."""
+    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
+
+
+def _split_frame(images: np.ndarray, labels: np.ndarray, train_hashes: set[str]) -> pd.DataFrame:
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    finite = np.isfinite(flat)
+    masked = np.where(finite, flat, np.nan)
+    all_bad = ~finite.any(axis=1)
+    counts = pd.Series(labels).value_counts(normalize=True)
+    return pd.DataFrame(
+        {
+            "label": labels.astype(np.int64),
+            "shape": ["x".join(map(str, image.shape)) for image in images],
+            "pixel_min": np.where(
+                all_bad, 0.0, np.nanmin(np.where(all_bad[:, None], 0, masked), axis=1)
+            ),
+            "pixel_max": np.where(
+                all_bad, 0.0, np.nanmax(np.where(all_bad[:, None], 0, masked), axis=1)
+            ),
+            "nonfinite": (~finite).sum(axis=1),
+            "class_share": pd.Series(labels).map(counts).to_numpy(),
+            "in_train": [h in train_hashes for h in image_hashes(images)],
+        }
+    )
+
+
+def _suite(
+    name: str,
+    expected_shape: str,
+    num_classes: int,
+    balance_tolerance: float,
+    check_leakage: bool,
+) -> gx.ExpectationSuite:
+    classes = list(range(num_classes))
+    uniform = 1.0 / num_classes
+    checks = [
+        (
+            "tensor shape constant",
+            gx.expectations.ExpectColumnValuesToBeInSet(column="shape", value_set=[expected_shape]),
+        ),
+        (
+            "pixel values >= 0",
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="pixel_min", min_value=0.0, max_value=1.0
+            ),
+        ),
+        (
+            "pixel values <= 1",
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="pixel_max", min_value=0.0, max_value=1.0
+            ),
+        ),
+        (
+            "no NaN or inf pixels",
+            gx.expectations.ExpectColumnValuesToBeInSet(column="nonfinite", value_set=[0]),
+        ),
+        (
+            "labels within the class set",
+            gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+        ),
+        (
+            "every class present",
+            gx.expectations.ExpectColumnDistinctValuesToContainSet(
+                column="label", value_set=classes
+            ),
+        ),
+        (
+            f"class balance within ±{balance_tolerance:.0%} of uniform",
+            gx.expectations.ExpectColumnValuesToBeBetween(
+                column="class_share",
+                min_value=uniform * (1 - balance_tolerance),
+                max_value=uniform * (1 + balance_tolerance),
+            ),
+        ),
+    ]
+    if check_leakage:
+        checks.append(
+            (
+                "no sample duplicated in train",
+                gx.expectations.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False]),
+            )
+        )
+    suite = gx.ExpectationSuite(name=name)
+    for check, expectation in checks:
+        expectation.meta = {"check": check}
+        suite.add_expectation(expectation)
+    return suite
+
+
+def _detail(result: dict) -> str:
+    found = result.get("result", {}) or {}
+    if "unexpected_count" in found:
+        sample = found.get("partial_unexpected_list", [])[:5]
+        return (
+            f"{found['unexpected_count']} of {found.get('element_count', '?')} rows unexpected"
+            + (f", e.g. {sample}" if sample else "")
+        )
+    if "details" in found and "value_counts" in found["details"]:
+        present = {int(item["value"]) for item in found["details"]["value_counts"]}
+        return f"classes present: {sorted(present)}"
+    if "observed_value" in found:
+        return f"observed {found['observed_value']}"
+    return ""
+
+
+def validate_splits(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    balance_tolerance: float,
+) -> list[CheckResult]:
+    """Run the suite on each split; `train` must be among them (the leakage reference)."""
+    train_hashes = set(image_hashes(splits["train"][0]))
+    expected_shape = "x".join(map(str, splits["train"][0].shape[1:]))
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("prepared").add_dataframe_asset(name="samples")
+    batch_definition = asset.add_batch_definition_whole_dataframe("split")
+    results: list[CheckResult] = []
+    for split, (images, labels) in splits.items():
+        frame = _split_frame(images, labels, train_hashes)
+        suite = context.suites.add(
+            _suite(
+                f"{split}_suite", expected_shape, num_classes, balance_tolerance, split != "train"
+            )
+        )
+        validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite
+        )
+        for outcome in validation.results:
+            config = outcome.expectation_config
+            results.append(
+                CheckResult(
+                    split=split,
+                    check=config.meta["check"],
+                    expectation=f"{config.type}({config.kwargs.get('column')})",
+                    success=bool(outcome.success),
+                    detail="" if outcome.success else _detail(outcome.to_json_dict()),
+                )
+            )
+    return results
+
+
+def failure_report(results: list[CheckResult]) -> str:
+    failed = [r for r in results if not r.success]
+    return (
+        "Data checks failed: "
+        + "; ".join(f"split '{r.split}': {r.check} [{r.expectation}] — {r.detail}" for r in failed)
+        + ". Fix the source data (or data.* params) and run `dvc repro prepare` again."
+    )

@@ -1,0 +1,30 @@
+"""One error type for every problem a user can fix, and the CLI edge that prints it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(Exception):
+    """A problem in the user's inputs or params: the message names the culprit and the fix."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(): log setup, and turn a PipelineError into one readable paragraph
+    and exit code 1 instead of a traceback."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("great_expectations", "torch_pruning", "nncf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        main()
+    except PipelineError as error:
+        print(f"\nERROR: {error}\n", file=sys.stderr)
+        sys.exit(1)

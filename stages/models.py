@@ -1,0 +1,167 @@
+"""Torchvision classifiers by name, adapted to small inputs, and their checkpoints.
+
+Checkpoints are plain dicts of tensors and primitives so that they load with
+`torch.load(..., weights_only=True)`; `arch` and the input shape travel with the weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+import torchvision
+from torch import nn
+
+from stages import atomic
+from stages.errors import PipelineError
+
+SMALL_IMAGE = 64  # at or below this side length the stem keeps full resolution
+
+
+def available_archs() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_model(
+    arch: str, num_classes: int, channels: int, image_size: int, param: str = "arch"
+) -> nn.Module:
+    """A randomly initialised torchvision classifier whose stem fits (channels, image_size)."""
+    if arch not in available_archs():
+        raise PipelineError(
+            f"Unknown architecture {param}='{arch}'. Valid torchvision classification models: "
+            f"{', '.join(available_archs())}."
+        )
+    try:
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    except (TypeError, ValueError) as error:
+        raise PipelineError(
+            f"Cannot build {param}='{arch}' with {num_classes} classes: {error}"
+        ) from error
+    adapt_stem(model, channels, image_size)
+    return model
+
+
+def adapt_stem(model: nn.Module, channels: int, image_size: int) -> None:
+    """Give the first convolution `channels` inputs; for small images make it a 3x3 stride-1
+    convolution and drop a stem max-pool, as CIFAR-style ResNets do, so that 8x8 or 32x32
+    inputs are not reduced to a single pixel before the first block."""
+    small = image_size <= SMALL_IMAGE
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    kernel, stride, padding = (
+        ((3, 3), (1, 1), (1, 1)) if small else (conv.kernel_size, conv.stride, conv.padding)
+    )
+    if conv.in_channels != channels or small:
+        _set_submodule(
+            model,
+            name,
+            nn.Conv2d(
+                channels, conv.out_channels, kernel, stride, padding, bias=conv.bias is not None
+            ),
+        )
+    if small and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+        model.maxpool = nn.Identity()
+
+
+def _set_submodule(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def count_macs_params(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """MACs for one sample and parameter count, by Torch-Pruning's op counter."""
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(macs), int(params)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    arch: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    **extra: Any,
+) -> None:
+    payload = {
+        "arch": arch,
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    atomic.save_torch(path, payload)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely; a bare state dict is accepted and wrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(
+            f"Checkpoint '{path}' not found; check the path or run the stage that makes it."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise PipelineError(
+            f"Checkpoint '{path}' cannot be loaded safely ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0][:200]}). It must be a state dict or a dict of tensors saved "
+            "with torch.save (whole pickled modules are refused); re-save or re-create it."
+        ) from error
+    if (
+        isinstance(payload, dict)
+        and "state_dict" not in payload
+        and all(isinstance(v, torch.Tensor) for v in payload.values())
+    ):
+        payload = {"state_dict": payload}
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise PipelineError(f"Checkpoint '{path}' holds no state dict; save `model.state_dict()`.")
+    return payload
+
+
+def load_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, arch: str
+) -> None:
+    """load_state_dict with an error that names the file and what does not match."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = [
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches (file vs model)", mismatched),
+            )
+            if items
+        ]
+        raise PipelineError(
+            f"Checkpoint '{source}' does not fit a '{arch}' for this data: {'; '.join(parts)}. "
+            "Check the architecture name, the number of classes and the input channels in params.yaml."
+        )
+    model.load_state_dict(state_dict)
+
+
+def load_model(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by save_checkpoint."""
+    payload = read_checkpoint(path)
+    arch = arch or payload.get("arch")
+    if not arch or "input_shape" not in payload:
+        raise PipelineError(f"Checkpoint '{path}' lacks its architecture and input shape metadata.")
+    channels, image_size, _ = payload["input_shape"]
+    model = build_model(arch, int(payload["num_classes"]), int(channels), int(image_size))
+    load_weights(model, payload["state_dict"], path, arch)
+    return model.eval(), payload

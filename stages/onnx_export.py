@@ -1,0 +1,56 @@
+"""Export to ONNX with a dynamic batch axis, checked by onnx and written atomically."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from stages import atomic
+from stages.errors import PipelineError
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path) -> None:
+    """TorchScript-based exporter: a single self-contained file (no external data), which also
+    handles the quantized and pruned graphs later stages produce."""
+    model = model.eval()
+    example = torch.zeros(1, *input_shape)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        onnx.checker.check_model(str(tmp))
+
+    atomic.write_with(path, write)
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load and check an ONNX file, with an error naming it when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"ONNX model '{path}' not found; run the stage that exports it.")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as error:
+        raise PipelineError(
+            f"ONNX model '{path}' is corrupt or invalid ({error.__class__.__name__}); re-export it."
+        ) from error
+    return model

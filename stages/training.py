@@ -1,0 +1,132 @@
+"""The one training loop: teacher training, distillation, pruning fine-tuning and QAT all call
+`fit` with their own objective, so optimisation, best-checkpoint selection and logging are
+written once."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, recall_score
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+# objective(model, images, labels) -> scalar loss; it runs the forward pass itself so that
+# distillation can also query a teacher or read intermediate features.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_objective(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    return F.cross_entropy(model(images), labels)
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same data order, same initial weights, same result."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    name: str,
+    extra_parameters: Iterable[nn.Parameter] = (),
+) -> FitResult:
+    """SGD with Nesterov momentum and a cosine schedule; restores the weights of the epoch with
+    the best validation accuracy (epoch 0 = the weights as given)."""
+    parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
+    optimizer = torch.optim.SGD(
+        parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(epochs * len(train_loader), 1)
+    )
+    best_accuracy = accuracy(model, val_loader)
+    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss, seen = 0.0, 0
+        for images, labels in train_loader:
+            loss = objective(model, images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(labels)
+            seen += len(labels)
+        val_accuracy = accuracy(model, val_loader)
+        history.append(
+            {"epoch": epoch, "train_loss": total_loss / seen, "val_accuracy": val_accuracy}
+        )
+        log.info(
+            "[%s] epoch %d/%d  loss %.4f  val acc %.4f",
+            name,
+            epoch,
+            epochs,
+            total_loss / seen,
+            val_accuracy,
+        )
+        if val_accuracy > best_accuracy:
+            best_accuracy, best_epoch = val_accuracy, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_epoch, best_accuracy, history, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over a whole loader, in eval mode."""
+    model.eval()
+    logits, labels = [], []
+    for images, batch_labels in loader:
+        logits.append(model(images))
+        labels.append(batch_labels)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    logits, labels = predict(model, loader)
+    return float(accuracy_score(labels, logits.argmax(axis=1)))
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy and per-class accuracy (recall), via scikit-learn."""
+    predictions = logits.argmax(axis=1)
+    per_class = recall_score(
+        labels, predictions, labels=list(range(len(classes))), average=None, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "per_class_accuracy": {
+            name: float(value) for name, value in zip(classes, per_class, strict=True)
+        },
+    }
