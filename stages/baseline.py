@@ -37,8 +37,8 @@ from stages.models import (
     state_dict_bytes,
 )
 from stages.onnx_export import export_onnx
+from stages.quality import classification_metrics
 from stages.training import (
-    classification_metrics,
     cross_entropy_objective,
     fit,
     predict,

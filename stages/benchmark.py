@@ -160,3 +160,40 @@ def onnx_peak_memory(
 
 def process_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 2)
+
+
+def compare_onnx_latency(
+    models: dict[str, str | Path],
+    input_shape: tuple[int, ...],
+    batch_sizes: list[int],
+    warmup: int,
+    runs: int,
+    threads: int,
+    repeats: int = 5,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Latency of several ONNX models measured side by side in one process: the timed runs are
+    split into `repeats` rounds and the models take turns in each round, so machine noise
+    (another process, frequency changes) falls on all of them alike."""
+    sessions = {name: ort_session(path, threads) for name, path in models.items()}
+    rng = np.random.default_rng(0)
+    feeds = {batch: rng.random((batch, *input_shape), dtype=np.float32) for batch in batch_sizes}
+    per_round = max(runs // repeats, 1)
+    samples: dict[tuple[str, int], list[np.ndarray]] = {}
+    for session in sessions.values():
+        for feed in feeds.values():
+            time_runs(lambda s=session, f=feed: s.run(None, {s.get_inputs()[0].name: f}), warmup, 1)
+    for _ in range(repeats):
+        for batch, feed in feeds.items():
+            for name, session in sessions.items():
+                input_name = session.get_inputs()[0].name
+                timed = time_runs(
+                    lambda s=session, f=feed, n=input_name: s.run(None, {n: f}), 0, per_round
+                )
+                samples.setdefault((name, batch), []).append(timed)
+    return {
+        name: {
+            f"batch_{batch}": summarize(np.concatenate(samples[(name, batch)]), batch)
+            for batch in batch_sizes
+        }
+        for name in models
+    }

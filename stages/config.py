@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stages.errors import PipelineError
 
@@ -65,11 +65,61 @@ class BenchmarkParams(Section):
     intra_op_threads: int = Field(2, ge=1, le=256)
 
 
+class FeatureKDParams(Section):
+    weight: float = Field(0.0, ge=0.0, le=1000.0)
+    teacher_layer: str = "layer4"
+    student_layer: str = "conv5"
+
+
+class DistillParams(Section):
+    student: str = "shufflenet_v2_x1_0"
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    temperature_schedule: str = "constant"
+    temperature_start: float = Field(8.0, gt=0.0, le=100.0)
+    temperature_end: float = Field(2.0, gt=0.0, le=100.0)
+    kd_loss: str = "forward_kl"
+    feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
+    control: bool = True
+    epochs: int = Field(15, ge=0, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    seed: int = 0
+
+    @field_validator("temperature_schedule")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        from stages.losses import TEMPERATURE_SCHEDULES
+
+        return _known(name, TEMPERATURE_SCHEDULES)
+
+    @field_validator("kd_loss")
+    @classmethod
+    def _known_divergence(cls, name: str) -> str:
+        from stages.losses import DIVERGENCES
+
+        return _known(name, DIVERGENCES)
+
+    def temperatures(self) -> tuple[float, float]:
+        """(start, end) of the schedule; a constant schedule uses `temperature` throughout."""
+        if self.temperature_schedule == "constant":
+            return self.temperature, self.temperature
+        return self.temperature_start, self.temperature_end
+
+
+def _known(name: str, registry: dict) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
+    return name
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataParams,
     "teacher": TeacherParams,
     "gate": GateParams,
     "benchmark": BenchmarkParams,
+    "distill": DistillParams,
 }
 
 S = TypeVar("S", bound=Section)

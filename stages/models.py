@@ -40,7 +40,17 @@ def build_model(
             f"Cannot build {param}='{arch}' with {num_classes} classes: {error}"
         ) from error
     adapt_stem(model, channels, image_size)
+    reset_batchnorm_momentum(model)
     return model
+
+
+def reset_batchnorm_momentum(model: nn.Module, momentum: float = 0.1) -> None:
+    """MobileNetV3 / MNASNet ship BN momenta of 0.01 / 0.0003, tuned for long ImageNet runs;
+    on a few hundred steps their running statistics never converge and eval accuracy
+    collapses. PyTorch's default 0.1 suits the short runs of this pipeline."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
 
 
 def adapt_stem(model: nn.Module, channels: int, image_size: int) -> None:

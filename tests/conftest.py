@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from stages.config import BenchmarkParams
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_BENCH = BenchmarkParams(
+    batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +40,42 @@ def prepared_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         os.chdir(cwd)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def baseline_workdir(prepared_workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/prepared plus a teacher trained for two epochs by the real baseline stage."""
+    from stages.baseline import baseline
+    from stages.config import AugmentParams
+
+    workdir = tmp_path_factory.mktemp("baseline")
+    shutil.copytree(prepared_workdir / "data", workdir / "data")
+    cwd = Path.cwd()
+    os.chdir(workdir)
+    try:
+        baseline(
+            arch="resnet18",
+            checkpoint=None,
+            epochs=2,
+            batch_size=64,
+            lr=0.05,
+            weight_decay=5e-4,
+            seed=0,
+            augment=AugmentParams(),
+            bench=TINY_BENCH,
+        )
+    finally:
+        os.chdir(cwd)
+    return workdir
+
+
+@pytest.fixture
+def in_baseline(baseline_workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working folder with copies of the prepared data and the teacher, as the cwd."""
+    shutil.copytree(baseline_workdir / "data", tmp_path / "data")
+    shutil.copytree(baseline_workdir / "models", tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture

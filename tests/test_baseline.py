@@ -10,14 +10,11 @@ import pytest
 import torch
 
 from stages.baseline import METRICS_FILE, TEACHER_CHECKPOINT, TEACHER_ONNX, baseline
-from stages.config import AugmentParams, BenchmarkParams
+from stages.config import AugmentParams
 from stages.data import load_info, normalized_dataset
 from stages.errors import PipelineError
 from stages.models import build_model, load_model
-
-TINY_BENCH = BenchmarkParams(
-    batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
-)
+from tests.conftest import TINY_BENCH
 
 
 def _run(checkpoint: str | None = None, arch: str = "resnet18", epochs: int = 1) -> dict:
@@ -34,21 +31,9 @@ def _run(checkpoint: str | None = None, arch: str = "resnet18", epochs: int = 1)
     )
 
 
-@pytest.fixture(scope="module")
-def trained(prepared_workdir: Path, tmp_path_factory) -> Path:
-    """One baseline run shared by the tests that only read its outputs."""
-    import os
-    import shutil
-
-    workdir = tmp_path_factory.mktemp("baseline")
-    shutil.copytree(prepared_workdir / "data", workdir / "data")
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        _run(epochs=2)
-    finally:
-        os.chdir(cwd)
-    return workdir
+@pytest.fixture
+def trained(baseline_workdir: Path) -> Path:
+    return baseline_workdir
 
 
 def test_metrics_have_every_field_with_sane_values(trained: Path) -> None:
