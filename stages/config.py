@@ -68,11 +68,11 @@ class BenchmarkParams(Section):
 class FeatureKDParams(Section):
     weight: float = Field(0.0, ge=0.0, le=1000.0)
     teacher_layer: str = "layer4"
-    student_layer: str = "conv5"
+    student_layer: str = "features"
 
 
 class DistillParams(Section):
-    student: str = "shufflenet_v2_x1_0"
+    student: str = "mobilenet_v3_small"
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     temperature_schedule: str = "constant"
@@ -108,6 +108,26 @@ class DistillParams(Section):
         return self.temperature_start, self.temperature_end
 
 
+class PruneParams(Section):
+    importance: str = "l1"
+    target_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    rounds: int = Field(4, ge=1, le=100)
+    finetune_epochs: int = Field(4, ge=0, le=1000)
+    lr_scale: float = Field(0.5, gt=0.0, le=10.0)
+    global_pruning: bool = False
+    max_layer_ratio: float = Field(0.8, gt=0.0, le=1.0)
+    round_to: int | None = Field(8, ge=1, le=256)
+    taylor_batches: int = Field(4, ge=1, le=1000)
+    seed: int = 0
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, name: str) -> str:
+        from stages.pruning import IMPORTANCES
+
+        return _known(name, IMPORTANCES)
+
+
 def _known(name: str, registry: dict) -> str:
     if name not in registry:
         raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
@@ -120,6 +140,7 @@ SECTIONS: dict[str, type[Section]] = {
     "gate": GateParams,
     "benchmark": BenchmarkParams,
     "distill": DistillParams,
+    "prune": PruneParams,
 }
 
 S = TypeVar("S", bound=Section)

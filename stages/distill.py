@@ -73,7 +73,7 @@ def check_student_is_smaller(
         raise PipelineError(
             f"distill.student='{arch}' ({student_params:,} params, {student_macs:,} MACs) is not smaller "
             f"than the teacher ({teacher_params:,} params, {teacher_macs:,} MACs); choose a smaller "
-            "torchvision architecture, e.g. shufflenet_v2_x0_5 or mobilenet_v3_small."
+            "torchvision architecture, e.g. mobilenet_v3_small or mnasnet0_5."
         )
     return {
         "params_ratio": teacher_params / student_params,

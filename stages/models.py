@@ -166,12 +166,19 @@ def load_weights(
 
 
 def load_model(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by save_checkpoint."""
+    """Rebuild a model saved by save_checkpoint; a pruned one is rebuilt by replaying its
+    pruning history on a fresh model of its architecture before the weights are loaded."""
     payload = read_checkpoint(path)
     arch = arch or payload.get("arch")
     if not arch or "input_shape" not in payload:
         raise PipelineError(f"Checkpoint '{path}' lacks its architecture and input shape metadata.")
     channels, image_size, _ = payload["input_shape"]
     model = build_model(arch, int(payload["num_classes"]), int(channels), int(image_size))
+    if payload.get("pruning_history"):
+        from stages.pruning import replay_pruning
+
+        replay_pruning(
+            model, (int(channels), int(image_size), int(image_size)), payload["pruning_history"]
+        )
     load_weights(model, payload["state_dict"], path, arch)
     return model.eval(), payload

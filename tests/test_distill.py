@@ -15,12 +15,12 @@ from stages.models import load_model
 
 
 def _params(**changes) -> DistillParams:
-    return DistillParams(**({"student": "shufflenet_v2_x0_5", "epochs": 2} | changes))
+    return DistillParams(**({"student": "mobilenet_v3_small", "epochs": 2} | changes))
 
 
 def test_short_run_reports_distilled_and_control(in_baseline: Path) -> None:
     teacher_before = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
-    metrics = distill("shufflenet_v2_x0_5", _params(feature={"weight": 0.5}), 1, False)
+    metrics = distill("mobilenet_v3_small", _params(feature={"weight": 0.5}), 1, False)
     written = json.loads(METRICS_FILE.read_text())
     assert written["distilled"]["accuracy"] == metrics["distilled"]["accuracy"]
     for run in ("distilled", "control"):
@@ -35,7 +35,7 @@ def test_short_run_reports_distilled_and_control(in_baseline: Path) -> None:
     )
     assert STUDENT_ONNX.stat().st_size > 0 and (CONTROL_DIR / "control.onnx").is_file()
     student, payload = load_model(STUDENT_CHECKPOINT)
-    assert payload["arch"] == "shufflenet_v2_x0_5" and not student.conv5._forward_hooks
+    assert payload["arch"] == "mobilenet_v3_small" and not student.features._forward_hooks
     teacher_after = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
     curves = Path("plots/distill/distilled.csv").read_text().splitlines()
@@ -43,7 +43,7 @@ def test_short_run_reports_distilled_and_control(in_baseline: Path) -> None:
 
 
 def test_control_off_is_skipped_with_a_note(in_baseline: Path) -> None:
-    metrics = distill("shufflenet_v2_x0_5", _params(control=False, epochs=1), 1, False)
+    metrics = distill("mobilenet_v3_small", _params(control=False, epochs=1), 1, False)
     assert "control" not in metrics
     assert (CONTROL_DIR / "skipped.txt").is_file()
 
@@ -64,7 +64,7 @@ def test_unknown_student_architecture(in_baseline: Path) -> None:
 def test_missing_teacher_artifact(in_baseline: Path) -> None:
     Path("models/teacher.pt").unlink()
     with pytest.raises(PipelineError, match=r"Checkpoint 'models/teacher.pt' not found"):
-        distill("shufflenet_v2_x0_5", _params(), 1, False)
+        distill("mobilenet_v3_small", _params(), 1, False)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import copy_repo
 
-STAGES = ("prepare", "baseline", "validate_teacher", "distill")
+STAGES = ("prepare", "baseline", "validate_teacher", "distill", "prune")
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -28,6 +28,7 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
+    params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
     params["benchmark"] |= {"warmup_runs": 1, "timed_runs": 3}
     params["gate"] = {"min_accuracy": 0.0, "min_class_accuracy": 0.0}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
@@ -48,7 +49,7 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     assert _dvc(repo, "remote", "modify", "--local", "local", "url", str(remote)).returncode == 0
     pushed = _dvc(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
-    assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 10
+    assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 12
 
 
 def test_failed_gate_stops_the_pipeline(tmp_path: Path) -> None:

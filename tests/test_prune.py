@@ -1,0 +1,170 @@
+"""Structured pruning: physically fewer channels, same predictions in ONNX Runtime, a checkpoint
+that rebuilds in a fresh process with weights_only=True, and the stage on real digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from stages.config import BenchmarkParams, DistillParams, PruneParams, load
+from stages.distill import STUDENT_CHECKPOINT, distill
+from stages.errors import PipelineError
+from stages.models import build_model, count_macs_params, load_model, save_checkpoint
+from stages.onnx_export import export_onnx
+from stages.prune import METRICS_FILE, PRUNED_CHECKPOINT, PRUNED_ONNX, prune
+from stages.pruning import MacsPruner, classifier_layer
+
+SHAPE = (1, 16, 16)
+TINY_BENCH = BenchmarkParams(batch_sizes=[1, 32], warmup_runs=1, timed_runs=5, intra_op_threads=2)
+
+
+def _out_channels(model: nn.Module) -> dict[str, int]:
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_a_round_removes_channels_and_onnx_agrees(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 10, *SHAPE[:2]).eval()
+    before = _out_channels(model)
+    classifier_width = classifier_layer(model, 10).out_features
+    macs_before, _ = count_macs_params(model, SHAPE)
+    pruner = MacsPruner(model, SHAPE, 10, "l1", global_pruning=False, max_layer_ratio=0.8)
+    pruner.prune_to(macs_before * 0.85)
+    after = _out_channels(model)
+    assert sum(after.values()) < sum(before.values())
+    assert any(after[name] < before[name] for name in before)
+    assert classifier_layer(model, 10).out_features == classifier_width == 10
+    images = torch.randn(8, *SHAPE)
+    export_onnx(model, SHAPE, tmp_path / "pruned.onnx")
+    session = ort.InferenceSession(
+        str(tmp_path / "pruned.onnx"), providers=["CPUExecutionProvider"]
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            session.run(None, {"input": images.numpy()})[0], model(images).numpy(), atol=1e-4
+        )
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+def test_schedule_hits_the_macs_target_and_respects_max_layer_ratio(global_pruning: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, *SHAPE[:2]).eval()
+    before = _out_channels(model)
+    macs_before, _ = count_macs_params(model, SHAPE)
+    pruner = MacsPruner(model, SHAPE, 10, "l2", global_pruning=global_pruning, max_layer_ratio=0.6)
+    for round_index in range(1, 5):
+        pruner.prune_to(macs_before * (1 - 0.5 * round_index / 4))
+    macs_after, _ = count_macs_params(model, SHAPE)
+    assert abs(macs_after / (0.5 * macs_before) - 1) < 0.05
+    for name, channels in _out_channels(model).items():
+        assert channels >= int(before[name] * (1 - 0.6)), name
+
+
+def test_checkpoint_rebuilds_in_a_fresh_process(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", 10, *SHAPE[:2]).eval()
+    pruner = MacsPruner(model, SHAPE, 10, "random", global_pruning=False, max_layer_ratio=0.8)
+    pruner.prune_to(count_macs_params(model, SHAPE)[0] * 0.6)
+    checkpoint = tmp_path / "pruned.pt"
+    save_checkpoint(
+        checkpoint, model, "mobilenet_v3_small", SHAPE, 10, pruning_history=pruner.history()
+    )
+    images = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(1))
+    torch.save(images, tmp_path / "images.pt")
+    code = (
+        "import sys, torch\n"
+        "from stages.models import load_model\n"
+        "model, _ = load_model(sys.argv[1])\n"
+        "images = torch.load(sys.argv[2], weights_only=True)\n"
+        "with torch.no_grad():\n"
+        "    torch.save(model(images), sys.argv[3])\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(checkpoint),
+            str(tmp_path / "images.pt"),
+            str(tmp_path / "logits.pt"),
+        ],
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), model(images))
+
+
+def test_channel_shuffle_student_is_a_clear_error() -> None:
+    model = build_model("shufflenet_v2_x0_5", 10, *SHAPE[:2]).eval()
+    with pytest.raises(PipelineError, match="channel shuffles"):
+        MacsPruner(model, SHAPE, 10, "l1", global_pruning=False, max_layer_ratio=0.8)
+
+
+@pytest.fixture
+def in_distilled(in_baseline: Path) -> Path:
+    distill(
+        "mobilenet_v3_small",
+        DistillParams(student="mobilenet_v3_small", epochs=1, control=False),
+        1,
+        False,
+    )
+    return in_baseline
+
+
+def test_stage_prunes_the_distilled_student(in_distilled: Path) -> None:
+    teacher_before = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+    params = PruneParams(target_ratio=0.5, rounds=2, finetune_epochs=1, importance="taylor")
+    metrics = prune(params, DistillParams(epochs=1), 1, False, TINY_BENCH)
+    assert json.loads(METRICS_FILE.read_text())["pruned"] == metrics["pruned"]
+    assert [row["round"] for row in metrics["rounds"]] == [0, 1, 2]
+    assert metrics["vs_distilled"]["macs"] == pytest.approx(0.5, abs=0.025)
+    assert metrics["pruned"]["onnx_bytes"] < metrics["distilled"]["onnx_bytes"]
+    assert metrics["pruned"]["latency_p50_ms"]["batch_32"] > 0
+    model, _ = load_model(PRUNED_CHECKPOINT)
+    assert (
+        count_macs_params(
+            model, tuple(torch.load(PRUNED_CHECKPOINT, weights_only=True)["input_shape"])
+        )[0]
+        == metrics["pruned"]["macs"]
+    )
+    assert PRUNED_ONNX.is_file()
+    teacher_after = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
+    assert Path("plots/prune/rounds.csv").read_text().startswith("round,macs,params,")
+
+
+def test_missing_or_corrupt_student_is_a_clear_error(in_baseline: Path) -> None:
+    with pytest.raises(PipelineError, match="Checkpoint 'models/student.pt' not found"):
+        prune(PruneParams(), DistillParams(), 1, False, TINY_BENCH)
+    STUDENT_CHECKPOINT.write_bytes(b"\x00" * 10)
+    with pytest.raises(PipelineError, match="Checkpoint 'models/student.pt' cannot be loaded"):
+        prune(PruneParams(), DistillParams(), 1, False, TINY_BENCH)
+    assert not PRUNED_CHECKPOINT.exists()
+
+
+@pytest.mark.parametrize(
+    "changes, culprit",
+    [
+        ({"target_ratio": 1.0}, "prune.target_ratio"),
+        ({"rounds": 0}, "prune.rounds"),
+        ({"max_layer_ratio": 0}, "prune.max_layer_ratio"),
+        ({"importance": "l3"}, "prune.importance"),
+    ],
+)
+def test_bad_prune_params_name_the_key(tmp_path: Path, changes: dict, culprit: str) -> None:
+    import yaml
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"prune": changes}))
+    with pytest.raises(PipelineError, match=f"`{culprit}`"):
+        load("prune", PruneParams, params_file)
