@@ -128,6 +128,26 @@ class PruneParams(Section):
         return _known(name, IMPORTANCES)
 
 
+class QATParams(Section):
+    mode: Literal["always", "never", "auto"] = "always"
+    epochs: int = Field(3, ge=0, le=1000)
+    lr_scale: float = Field(0.1, gt=0.0, le=10.0)
+    max_ptq_drop: float = Field(0.005, ge=0.0, le=1.0)
+
+
+class SparsityParams(Section):
+    ratio: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class QuantizeParams(Section):
+    calibration_samples: int = Field(300, ge=10, le=100_000)
+    keep_fp32: list[str] = Field(default_factory=lambda: ["first_conv", "classifier"])
+    qat: QATParams = Field(default_factory=QATParams)
+    sparsity: SparsityParams = Field(default_factory=SparsityParams)
+    max_onnx_accuracy_gap: float = Field(0.01, ge=0.0, le=1.0)
+    seed: int = 0
+
+
 def _known(name: str, registry: dict) -> str:
     if name not in registry:
         raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
@@ -141,6 +161,7 @@ SECTIONS: dict[str, type[Section]] = {
     "benchmark": BenchmarkParams,
     "distill": DistillParams,
     "prune": PruneParams,
+    "quantize": QuantizeParams,
 }
 
 S = TypeVar("S", bound=Section)

@@ -182,3 +182,31 @@ def load_model(path: str | Path, arch: str | None = None) -> tuple[nn.Module, di
         )
     load_weights(model, payload["state_dict"], path, arch)
     return model.eval(), payload
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution into that convolution and
+    replace it with Identity (eval-mode statistics). Quantized weights must include the BN
+    scale: an fp32 BatchNorm between an int8 convolution and the next quantizer keeps ONNX
+    Runtime from fusing them into an integer kernel. Returns the number of folds."""
+    model.eval()
+    traced = torch.fx.symbolic_trace(model)
+    modules = dict(model.named_modules())
+    folded = 0
+    for node in traced.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules.get(source.target), nn.Conv2d)
+            and len(source.users) == 1
+        ):
+            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(
+                modules[source.target], modules[node.target]
+            )
+            _set_submodule(model, source.target, fused)
+            _set_submodule(model, node.target, nn.Identity())
+            folded += 1
+    return folded

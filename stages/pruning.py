@@ -164,7 +164,8 @@ def replay_pruning(
     model: nn.Module, input_shape: tuple[int, int, int], history: list[list]
 ) -> None:
     """Remove the same channels from a fresh model of the same architecture."""
-    graph = tp.DependencyGraph().build_dependency(
-        model, example_inputs=torch.zeros(1, *input_shape)
-    )
+    with torch.enable_grad():  # DepGraph traces through autograd
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=torch.zeros(1, *input_shape)
+        )
     graph.load_pruning_history([(name, is_out, indices) for name, is_out, indices in history])

@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import copy_repo
 
-STAGES = ("prepare", "baseline", "validate_teacher", "distill", "prune")
+STAGES = ("prepare", "baseline", "validate_teacher", "distill", "prune", "quantize")
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -29,6 +29,7 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
     params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
+    params["quantize"]["qat"]["epochs"] = 1
     params["benchmark"] |= {"warmup_runs": 1, "timed_runs": 3}
     params["gate"] = {"min_accuracy": 0.0, "min_class_accuracy": 0.0}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
@@ -49,7 +50,7 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     assert _dvc(repo, "remote", "modify", "--local", "local", "url", str(remote)).returncode == 0
     pushed = _dvc(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
-    assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 12
+    assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 15
 
 
 def test_failed_gate_stops_the_pipeline(tmp_path: Path) -> None:

@@ -1,0 +1,201 @@
+"""NNCF quantization: a real INT8 ONNX export, faithful to the fake-quantized torch model, and
+the quantize stage on real digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from stages.config import (
+    BenchmarkParams,
+    DistillParams,
+    PruneParams,
+    QATParams,
+    QuantizeParams,
+    SparsityParams,
+    load,
+)
+from stages.data import load_info, normalized_dataset
+from stages.distill import distill
+from stages.errors import PipelineError
+from stages.models import build_model, fold_batchnorm
+from stages.onnx_export import export_onnx
+from stages.prune import prune
+from stages.quantization import load_qat_checkpoint, post_training_quantize, resolve_keep_fp32
+from stages.quantize import (
+    METRICS_FILE,
+    QAT_CHECKPOINT,
+    QUANTIZED_ONNX,
+    TEACHER_INT8_ONNX,
+    export_int8,
+    quantize,
+)
+
+TINY_BENCH = BenchmarkParams(batch_sizes=[1, 32], warmup_runs=1, timed_runs=5, intra_op_threads=2)
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def resnet_int8(prepared_workdir: Path, tmp_path_factory) -> dict:
+    """A resnet18 PTQ-quantized on the real calibration split and exported both ways."""
+    folder = tmp_path_factory.mktemp("int8")
+    info = load_info(prepared_workdir / "data/prepared")
+    calibration = normalized_dataset(
+        "calibration", info, prepared_workdir / "data/prepared"
+    ).tensors[0]
+    test = normalized_dataset("test", info, prepared_workdir / "data/prepared").tensors[0][:200]
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 1, 8).eval()
+    export_onnx(model, SHAPE, folder / "fp32.onnx")
+    keep = resolve_keep_fp32(model, ["first_conv", "classifier"], 10)
+    fold_batchnorm(model)
+    quantized = post_training_quantize(model, calibration, keep)
+    export_int8(quantized, SHAPE, folder / "int8.onnx")
+    return {"folder": folder, "quantized": quantized, "test": test, "keep": keep}
+
+
+def test_int8_export_has_int8_weights_no_fakequantize_and_is_small(resnet_int8) -> None:
+    folder = resnet_int8["folder"]
+    graph = onnx.load(str(folder / "int8.onnx"))
+    assert not [node for node in graph.graph.node if node.op_type == "FakeQuantize"]
+    int8 = [
+        t
+        for t in graph.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4
+    ]
+    assert len(int8) >= 15
+    consumers = {node.input[0]: node.op_type for node in graph.graph.node}
+    assert all(consumers[t.name] == "DequantizeLinear" for t in int8)
+    ort.InferenceSession(str(folder / "int8.onnx"), providers=["CPUExecutionProvider"])
+    assert (folder / "int8.onnx").stat().st_size <= 0.35 * (folder / "fp32.onnx").stat().st_size
+
+
+def test_onnxruntime_agrees_with_torch_fake_quantized(resnet_int8) -> None:
+    session = ort.InferenceSession(
+        str(resnet_int8["folder"] / "int8.onnx"), providers=["CPUExecutionProvider"]
+    )
+    onnx_predictions = session.run(None, {"input": resnet_int8["test"].numpy()})[0].argmax(axis=1)
+    with torch.no_grad():
+        torch_predictions = resnet_int8["quantized"](resnet_int8["test"]).argmax(dim=1).numpy()
+    assert np.mean(onnx_predictions == torch_predictions) >= 0.99
+
+
+def test_keep_fp32_layers_are_not_quantized_in_the_export(resnet_int8) -> None:
+    graph = onnx.load(str(resnet_int8["folder"] / "int8.onnx"))
+    producers = {output: node for node in graph.graph.node for output in node.output}
+    for node in graph.graph.node:
+        if node.op_type in ("Conv", "Gemm") and any(
+            node.name.startswith(f"/{n.split('.')[0]}") for n in ["conv1", "fc"]
+        ):
+            if node.name in ("/conv1/Conv", "/fc/Gemm"):
+                weight = producers.get(node.input[1])
+                assert weight is None or weight.op_type != "DequantizeLinear", node.name
+    assert resnet_int8["keep"] == ["conv1", "fc"]
+
+
+def test_unknown_keep_fp32_name_lists_the_layers() -> None:
+    model = build_model("resnet18", 10, 1, 8)
+    with pytest.raises(PipelineError, match=r"keep_fp32 names 'layer9'.*conv1, layer1.0.conv1"):
+        resolve_keep_fp32(model, ["layer9"], 10)
+
+
+@pytest.fixture(scope="module")
+def quantized_stage(baseline_workdir: Path, tmp_path_factory) -> Path:
+    """distill -> prune -> quantize (QAT with 50 % sparsity) on real digits, short schedules."""
+    import os
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("quantize")
+    shutil.copytree(baseline_workdir / "data", workdir / "data")
+    shutil.copytree(baseline_workdir / "models", workdir / "models")
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        distill_params = DistillParams(student="mobilenet_v3_small", epochs=1, control=False)
+        distill("mobilenet_v3_small", distill_params, 1, False)
+        prune(PruneParams(rounds=1, finetune_epochs=1), distill_params, 1, False, TINY_BENCH)
+        teacher_before = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+        params = QuantizeParams(qat=QATParams(epochs=1), sparsity=SparsityParams(ratio=0.5))
+        quantize(params, distill_params, 1, False, TINY_BENCH)
+        teacher_after = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
+    finally:
+        os.chdir(cwd)
+    return workdir
+
+
+def test_stage_metrics_and_outputs(quantized_stage: Path) -> None:
+    metrics = json.loads((quantized_stage / METRICS_FILE).read_text())
+    accuracy = metrics["accuracy"]
+    assert abs(accuracy["int8_onnxruntime"] - accuracy["qat_torch"]) <= 0.01
+    assert accuracy["onnx_torch_agreement"] >= 0.99
+    assert metrics["qat_ran"] and metrics["initializer_types"]["int8"] > 10
+    assert metrics["size_bytes"]["int8_onnx"] < metrics["size_bytes"]["fp32_onnx"]
+    assert metrics["sparsity"]["measured"] >= 0.95 * 0.5
+    assert (
+        "features.0.0" in metrics["layers"]["fp32"] and "classifier.3" in metrics["layers"]["fp32"]
+    )
+    assert metrics["latency_p50_ms"]["int8"]["batch_32"] > 0
+    assert (quantized_stage / TEACHER_INT8_ONNX).stat().st_size < 0.35 * (
+        quantized_stage / "models/teacher.onnx"
+    ).stat().st_size
+
+
+def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Path) -> None:
+    checkpoint = quantized_stage / QAT_CHECKPOINT
+    torch.load(checkpoint, weights_only=True)
+    images = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.save(images, quantized_stage / "images.pt")
+    code = (
+        "import sys, torch\n"
+        "from stages.quantization import load_qat_checkpoint\n"
+        "model = load_qat_checkpoint(sys.argv[1])\n"
+        "with torch.no_grad():\n"
+        "    torch.save(model(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(checkpoint),
+            str(quantized_stage / "images.pt"),
+            str(quantized_stage / "logits.pt"),
+        ],
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    reloaded = torch.load(quantized_stage / "logits.pt", weights_only=True)
+    with torch.no_grad():
+        assert torch.allclose(load_qat_checkpoint(checkpoint)(images), reloaded)
+    assert QUANTIZED_ONNX.name == "quantized.onnx"
+
+
+def test_missing_pruned_artifact_is_a_clear_error(in_baseline: Path) -> None:
+    with pytest.raises(PipelineError, match="Checkpoint 'models/pruned.pt' not found"):
+        quantize(QuantizeParams(), DistillParams(), 1, False, TINY_BENCH)
+
+
+@pytest.mark.parametrize(
+    "changes, culprit",
+    [
+        ({"qat": {"lr_scale": 0}}, "quantize.qat.lr_scale"),
+        ({"sparsity": {"ratio": 1.0}}, "quantize.sparsity.ratio"),
+        ({"calibration_samples": 5}, "quantize.calibration_samples"),
+    ],
+)
+def test_bad_quantize_params_name_the_key(tmp_path: Path, changes: dict, culprit: str) -> None:
+    import yaml
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"quantize": changes}))
+    with pytest.raises(PipelineError, match=f"`{culprit}`"):
+        load("quantize", QuantizeParams, params_file)
