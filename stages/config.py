@@ -148,6 +148,23 @@ class QuantizeParams(Section):
     seed: int = 0
 
 
+class AcceptanceGate(Section):
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0)
+    max_class_drop: float = Field(0.03, ge=0.0, le=1.0)
+    max_ece_increase: float = Field(0.02, ge=0.0, le=1.0)
+
+
+class EvaluateParams(Section):
+    objective: Literal["smallest", "fastest", "most_accurate"] = "smallest"
+    gate: AcceptanceGate = Field(default_factory=AcceptanceGate)
+    extra_candidates: list[str] = Field(default_factory=list)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], min_length=1)
+    warmup_runs: int = Field(5, ge=0, le=1000)
+    timed_runs: int = Field(50, ge=3, le=100_000)
+    repeats: int = Field(5, ge=1, le=100)
+    intra_op_threads: int = Field(2, ge=1, le=256)
+
+
 def _known(name: str, registry: dict) -> str:
     if name not in registry:
         raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
@@ -162,6 +179,7 @@ SECTIONS: dict[str, type[Section]] = {
     "distill": DistillParams,
     "prune": PruneParams,
     "quantize": QuantizeParams,
+    "evaluate": EvaluateParams,
 }
 
 S = TypeVar("S", bound=Section)

@@ -1,0 +1,70 @@
+"""The evaluation's decision rules: Pareto frontiers and the acceptance gate with its objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# objective name -> key that orders passing candidates (smaller is better)
+OBJECTIVES: dict[str, Callable[[dict], float]] = {
+    "smallest": lambda c: c["size_bytes"],
+    "fastest": lambda c: c["latency"]["batch_1"]["p50_ms"],
+    "most_accurate": lambda c: -c["accuracy"],
+}
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names whose (accuracy, cost) no other point beats: at least as accurate and as cheap,
+    and strictly better in one."""
+    front = []
+    for name, (accuracy, cost) in points.items():
+        dominated = any(
+            other_acc >= accuracy
+            and other_cost <= cost
+            and (other_acc > accuracy or other_cost < cost)
+            for other, (other_acc, other_cost) in points.items()
+            if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def gate_failures(
+    candidate: dict,
+    reference: dict,
+    max_accuracy_drop: float,
+    max_class_drop: float,
+    max_ece_increase: float,
+) -> dict[str, float]:
+    """Criterion -> amount by which the candidate misses it (empty when it passes)."""
+    accuracy_drop = reference["accuracy"] - candidate["accuracy"]
+    class_drop = max(
+        reference["per_class_accuracy"][name] - value
+        for name, value in candidate["per_class_accuracy"].items()
+    )
+    ece_increase = candidate["ece"] - reference["ece"]
+    failures = {}
+    if accuracy_drop > max_accuracy_drop + 1e-12:
+        failures["max_accuracy_drop"] = accuracy_drop - max_accuracy_drop
+    if class_drop > max_class_drop + 1e-12:
+        failures["max_class_drop"] = class_drop - max_class_drop
+    if ece_increase > max_ece_increase + 1e-12:
+        failures["max_ece_increase"] = ece_increase - max_ece_increase
+    return failures
+
+
+def choose(
+    candidates: dict[str, dict], failures: dict[str, dict[str, float]], objective: str
+) -> str | None:
+    """The best passing candidate by the objective, or None."""
+    passing = [name for name in candidates if not failures[name]]
+    if not passing:
+        return None
+    return min(passing, key=lambda name: OBJECTIVES[objective](candidates[name]))
+
+
+def closest_failure(failures: dict[str, dict[str, float]]) -> tuple[str, str, float]:
+    """(candidate, criterion, shortfall) of the candidate that misses the gate by the least."""
+    name = min(failures, key=lambda n: sum(failures[n].values()))
+    criterion, amount = max(failures[name].items(), key=lambda item: item[1])
+    return name, criterion, amount

@@ -1,0 +1,73 @@
+"""Decision rules on crafted inputs with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.decision import choose, closest_failure, gate_failures, pareto_front
+from stages.quality import expected_calibration_error
+
+
+def test_ece_known_values() -> None:
+    labels = np.array([0, 0, 1, 1])
+    perfect = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert expected_calibration_error(perfect, labels) == pytest.approx(0.0)
+    # all predictions class 0 with confidence 0.8, half right: |0.5 - 0.8| = 0.3
+    overconfident = np.tile([0.8, 0.2], (4, 1))
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.3)
+    # two bins: conf 0.6 (1 of 2 right -> 0.1), conf 0.9 (2 of 2 right -> 0.1)
+    mixed = np.array([[0.6, 0.4], [0.6, 0.4], [0.1, 0.9], [0.1, 0.9]])
+    assert expected_calibration_error(mixed, np.array([0, 1, 1, 1])) == pytest.approx(0.1)
+
+
+def test_pareto_front_known_answer() -> None:
+    points = {
+        "a": (0.99, 10.0),
+        "b": (0.98, 5.0),
+        "c": (0.97, 6.0),
+        "d": (0.99, 12.0),
+        "e": (0.95, 1.0),
+    }
+    assert sorted(pareto_front(points)) == ["a", "b", "e"]
+
+
+def _candidate(accuracy: float, worst: float, ece: float, size: int, latency: float) -> dict:
+    return {
+        "accuracy": accuracy,
+        "per_class_accuracy": {"0": worst, "1": accuracy},
+        "ece": ece,
+        "size_bytes": size,
+        "latency": {"batch_1": {"p50_ms": latency}},
+    }
+
+
+REFERENCE = _candidate(0.99, 0.99, 0.01, 1000, 10.0)
+CANDIDATES = {
+    "small": _candidate(0.985, 0.97, 0.02, 10, 3.0),
+    "fast": _candidate(0.984, 0.975, 0.02, 50, 1.0),
+    "accurate": _candidate(0.99, 0.99, 0.01, 500, 8.0),
+    "too_weak": _candidate(0.97, 0.95, 0.02, 5, 0.5),
+}
+
+
+@pytest.mark.parametrize(
+    "objective, expected",
+    [("smallest", "small"), ("fastest", "fast"), ("most_accurate", "accurate")],
+)
+def test_gate_and_objective_pick_the_right_candidate(objective: str, expected: str) -> None:
+    failures = {n: gate_failures(c, REFERENCE, 0.01, 0.03, 0.02) for n, c in CANDIDATES.items()}
+    assert set(failures["too_weak"]) == {"max_accuracy_drop", "max_class_drop"}
+    assert choose(CANDIDATES, failures, objective) == expected
+
+
+def test_no_candidate_passes_names_the_closest() -> None:
+    failures = {
+        n: gate_failures(c, REFERENCE, 0.001, 0.03, 0.02)
+        for n, c in CANDIDATES.items()
+        if n != "accurate"
+    }
+    assert choose({n: CANDIDATES[n] for n in failures}, failures, "smallest") is None
+    name, criterion, amount = closest_failure(failures)
+    assert (name, criterion) == ("small", "max_accuracy_drop")
+    assert amount == pytest.approx(0.004)
