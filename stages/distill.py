@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from stages import atomic
 from stages.config import DataParams, DistillParams, load
@@ -26,7 +27,7 @@ from stages.losses import DistillationObjective
 from stages.models import build_model, count_macs_params, load_model, save_checkpoint
 from stages.onnx_export import export_onnx
 from stages.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
-from stages.training import cross_entropy_objective, fit, predict, seed_everything
+from stages.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger("stages.distill")
 
@@ -56,6 +57,37 @@ def make_distillation_objective(
         student_layer=params.feature.student_layer,
         input_shape=input_shape,
     )
+
+
+def distill_finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    params: DistillParams,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    epochs: int,
+    lr: float,
+    name: str,
+) -> FitResult:
+    """Train `student` with the distillation loss through the shared loop: used by distillation
+    itself, by each pruning round's fine-tuning and by QAT."""
+    objective = make_distillation_objective(teacher, student, input_shape, params)
+    try:
+        return fit(
+            student,
+            objective,
+            train_loader,
+            val_loader,
+            epochs,
+            lr,
+            params.weight_decay,
+            name,
+            extra_parameters=[p for p in objective.parameters() if p.requires_grad],
+            on_epoch_start=objective.set_epoch,
+        )
+    finally:
+        objective.close()
 
 
 def load_teacher(path: Path = TEACHER_CHECKPOINT) -> nn.Module:
@@ -115,8 +147,6 @@ def distill(
         student_arch, info.num_classes, info.channels, info.image_size, "distill.student"
     )
     ratios = check_student_is_smaller(student_arch, student, teacher, info.input_shape)
-    objective = make_distillation_objective(teacher, student, info.input_shape, params)
-
     augmentation = train_augmentation(augment_padding, augment_flip, info.image_size)
     train_set = training_dataset(info, augmentation)
     val_loader = make_loader(normalized_dataset("val", info), 256, shuffle=False)
@@ -129,19 +159,17 @@ def distill(
         student_arch,
         ratios["params_ratio"],
     )
-    result = fit(
+    result = distill_finetune(
         student,
-        objective,
+        teacher,
+        info.input_shape,
+        params,
         make_loader(train_set, params.batch_size, shuffle=True, seed=params.seed),
         val_loader,
         params.epochs,
         params.lr,
-        params.weight_decay,
         "distill",
-        extra_parameters=[p for p in objective.parameters() if p.requires_grad],
-        on_epoch_start=objective.set_epoch,
     )
-    objective.close()
     if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
         raise RuntimeError("The teacher changed during distillation; it must stay frozen.")
     save_checkpoint(STUDENT_CHECKPOINT, student, student_arch, info.input_shape, info.num_classes)

@@ -21,14 +21,14 @@ from stages.data import (
 from stages.distill import (
     STUDENT_CHECKPOINT,
     STUDENT_ONNX,
+    distill_finetune,
     load_teacher,
-    make_distillation_objective,
 )
 from stages.errors import run_stage
 from stages.models import count_macs_params, load_model, save_checkpoint
 from stages.onnx_export import export_onnx
 from stages.pruning import MacsPruner
-from stages.training import accuracy, fit, seed_everything
+from stages.training import accuracy, seed_everything
 
 log = logging.getLogger("stages.prune")
 
@@ -97,22 +97,19 @@ def prune(
         target = base_macs * (1 - params.target_ratio * round_index / params.rounds)
         macs = pruner.prune_to(target)
         pruned_val = accuracy(student, val_loader)
-        objective = make_distillation_objective(teacher, student, info.input_shape, distill_params)
-        result = fit(
+        result = distill_finetune(
             student,
-            objective,
+            teacher,
+            info.input_shape,
+            distill_params,
             make_loader(
                 train_set, distill_params.batch_size, shuffle=True, seed=params.seed + round_index
             ),
             val_loader,
             params.finetune_epochs,
             distill_params.lr * params.lr_scale,
-            distill_params.weight_decay,
             f"prune round {round_index}",
-            extra_parameters=[p for p in objective.parameters() if p.requires_grad],
-            on_epoch_start=objective.set_epoch,
         )
-        objective.close()
         macs, param_count = count_macs_params(student, info.input_shape)
         rows.append(
             {

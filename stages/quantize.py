@@ -28,7 +28,7 @@ from stages.data import (
     train_augmentation,
     training_dataset,
 )
-from stages.distill import load_teacher, make_distillation_objective
+from stages.distill import distill_finetune, load_teacher
 from stages.errors import PipelineError, run_stage
 from stages.int8_onnx import fold_weight_quantizers, quantize_biases, weight_initializer_types
 from stages.models import fold_batchnorm, load_model, read_checkpoint
@@ -42,7 +42,7 @@ from stages.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
-from stages.training import accuracy, fit, seed_everything
+from stages.training import accuracy, seed_everything
 
 log = logging.getLogger("stages.quantize")
 
@@ -147,25 +147,20 @@ def quantize(
         for module in quantized.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
-        objective = make_distillation_objective(
-            teacher, quantized, info.input_shape, distill_params
-        )
         train_set = training_dataset(
             info, train_augmentation(augment_padding, augment_flip, info.image_size)
         )
-        fit(
+        distill_finetune(
             quantized,
-            objective,
+            teacher,
+            info.input_shape,
+            distill_params,
             make_loader(train_set, distill_params.batch_size, shuffle=True, seed=params.seed),
             val_loader,
             params.qat.epochs,
             distill_params.lr * params.qat.lr_scale,
-            distill_params.weight_decay,
             "QAT",
-            extra_parameters=[p for p in objective.parameters() if p.requires_grad],
-            on_epoch_start=objective.set_epoch,
         )
-        objective.close()
     masked_layers = bake_sparsity_masks(quantized)
     qat_accuracy = accuracy(quantized, test_loader)
 
