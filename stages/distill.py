@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from stages import atomic
+from stages.baseline import TEACHER_CHECKPOINT
 from stages.config import DataParams, DistillParams, load
 from stages.data import (
     DatasetInfo,
@@ -31,7 +32,6 @@ from stages.training import FitResult, cross_entropy_objective, fit, predict, se
 
 log = logging.getLogger("stages.distill")
 
-TEACHER_CHECKPOINT = Path("models/teacher.pt")
 STUDENT_CHECKPOINT = Path("models/student.pt")
 STUDENT_ONNX = Path("models/student.onnx")
 CONTROL_DIR = Path("models/control")

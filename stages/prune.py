@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from stages import atomic
+from stages.baseline import TEACHER_ONNX
 from stages.benchmark import compare_onnx_latency
 from stages.config import BenchmarkParams, DataParams, DistillParams, PruneParams, load
 from stages.data import (
@@ -32,7 +33,6 @@ from stages.training import accuracy, seed_everything
 
 log = logging.getLogger("stages.prune")
 
-TEACHER_ONNX = Path("models/teacher.onnx")
 PRUNED_CHECKPOINT = Path("models/pruned.pt")
 PRUNED_ONNX = Path("models/pruned.onnx")
 METRICS_FILE = Path("metrics/prune.json")

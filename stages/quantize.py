@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stages import atomic
+from stages.baseline import TEACHER_ONNX
 from stages.benchmark import compare_onnx_latency, ort_session
 from stages.config import BenchmarkParams, DataParams, DistillParams, QuantizeParams, load
 from stages.data import (
@@ -33,6 +34,7 @@ from stages.errors import PipelineError, run_stage
 from stages.int8_onnx import fold_weight_quantizers, quantize_biases, weight_initializer_types
 from stages.models import fold_batchnorm, load_model, read_checkpoint
 from stages.onnx_export import export_onnx, load_onnx
+from stages.prune import PRUNED_CHECKPOINT, PRUNED_ONNX
 from stages.quantization import (
     apply_sparsity,
     bake_sparsity_masks,
@@ -46,9 +48,6 @@ from stages.training import accuracy, seed_everything
 
 log = logging.getLogger("stages.quantize")
 
-PRUNED_CHECKPOINT = Path("models/pruned.pt")
-PRUNED_ONNX = Path("models/pruned.onnx")
-TEACHER_ONNX = Path("models/teacher.onnx")
 QUANTIZED_ONNX = Path("models/quantized.onnx")
 QAT_CHECKPOINT = Path("models/quantized.pt")
 TEACHER_INT8_ONNX = Path("models/teacher_int8.onnx")
