@@ -18,7 +18,14 @@ from stages.benchmark import (
     process_peak_rss_mb,
     torch_latency,
 )
-from stages.config import AugmentParams, BenchmarkParams, DataParams, TeacherParams, load
+from stages.config import (
+    AugmentParams,
+    BenchmarkParams,
+    ComputeParams,
+    DataParams,
+    TeacherParams,
+    load,
+)
 from stages.data import (
     load_info,
     load_split,
@@ -42,6 +49,7 @@ from stages.training import (
     cross_entropy_objective,
     fit,
     predict,
+    resolve_device,
     seed_everything,
 )
 
@@ -63,6 +71,7 @@ def baseline(
     seed: int,
     augment: AugmentParams,
     bench: BenchmarkParams,
+    device: str = "cpu",
 ) -> dict:
     info = load_info()
     user_weights = read_checkpoint(checkpoint) if checkpoint else None  # fail before any work
@@ -94,6 +103,7 @@ def baseline(
             lr,
             weight_decay,
             "teacher",
+            device=device,
         )
         history, train_seconds = result.history, result.seconds
 
@@ -181,6 +191,7 @@ def main() -> None:
         seed=teacher.seed,
         augment=load("data", DataParams).augment,
         bench=load("benchmark", BenchmarkParams),
+        device=resolve_device(load("compute", ComputeParams).device),
     )
 
 

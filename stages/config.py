@@ -165,6 +165,33 @@ class EvaluateParams(Section):
     intra_op_threads: int = Field(2, ge=1, le=256)
 
 
+class ComputeParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else CPU
+
+
+class RegistryParams(Section):
+    artifact: str = Field("shipped-model", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    stage: str = Field("prod", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    tolerance: float = Field(0.005, ge=0.0, le=1.0)
+    schedule: str = "0 3 * * 1"
+    timezone: str = "UTC"
+    concurrency_limit: int = Field(1, ge=1, le=1)
+    push: bool = True
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> RegistryParams:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=self.schedule, timezone=self.timezone)
+        except ValueError as error:
+            raise ValueError(
+                f"registry.schedule '{self.schedule}' / registry.timezone '{self.timezone}' is "
+                "not a valid cron schedule (e.g. '0 3 * * 1' and 'UTC')"
+            ) from error
+        return self
+
+
 def _known(name: str, registry: dict) -> str:
     if name not in registry:
         raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
@@ -180,6 +207,8 @@ SECTIONS: dict[str, type[Section]] = {
     "prune": PruneParams,
     "quantize": QuantizeParams,
     "evaluate": EvaluateParams,
+    "compute": ComputeParams,
+    "registry": RegistryParams,
 }
 
 S = TypeVar("S", bound=Section)

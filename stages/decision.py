@@ -68,3 +68,22 @@ def closest_failure(failures: dict[str, dict[str, float]]) -> tuple[str, str, fl
     name = min(failures, key=lambda n: sum(failures[n].values()))
     criterion, amount = max(failures[name].items(), key=lambda item: item[1])
     return name, criterion, amount
+
+
+def promotion_decision(
+    new: dict, production: dict | None, objective: str, tolerance: float
+) -> tuple[str, str]:
+    """("promoted" | "kept", why) for a gate-passing new model against the one in production:
+    promote when it is at most `tolerance` less accurate and strictly better on the objective."""
+    if production is None:
+        return "promoted", "first model: nothing is in production yet"
+    drop = production["accuracy"] - new["accuracy"]
+    if drop > tolerance + 1e-9:  # a drop of exactly the tolerance is allowed
+        return "kept", (
+            f"the new model is {drop * 100:.2f} pt less accurate than production "
+            f"(tolerance {tolerance * 100:.2f} pt)"
+        )
+    new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
+    if new_cost < production_cost:
+        return "promoted", f"better on '{objective}': {new_cost:g} vs {production_cost:g}"
+    return "kept", f"not better on '{objective}': {new_cost:g} vs {production_cost:g} in production"

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from stages import atomic
 from stages.baseline import TEACHER_CHECKPOINT
-from stages.config import DataParams, DistillParams, load
+from stages.config import ComputeParams, DataParams, DistillParams, load
 from stages.data import (
     DatasetInfo,
     load_info,
@@ -28,7 +28,14 @@ from stages.losses import DistillationObjective
 from stages.models import build_model, count_macs_params, load_model, save_checkpoint
 from stages.onnx_export import export_onnx
 from stages.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
-from stages.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
+from stages.training import (
+    FitResult,
+    cross_entropy_objective,
+    fit,
+    predict,
+    resolve_device,
+    seed_everything,
+)
 
 log = logging.getLogger("stages.distill")
 
@@ -69,6 +76,7 @@ def distill_finetune(
     epochs: int,
     lr: float,
     name: str,
+    device: str = "cpu",
 ) -> FitResult:
     """Train `student` with the distillation loss through the shared loop: used by distillation
     itself, by each pruning round's fine-tuning and by QAT."""
@@ -85,6 +93,7 @@ def distill_finetune(
             name,
             extra_parameters=[p for p in objective.parameters() if p.requires_grad],
             on_epoch_start=objective.set_epoch,
+            device=device,
         )
     finally:
         objective.close()
@@ -137,7 +146,11 @@ def summarize_model(
 
 
 def distill(
-    student_arch: str, params: DistillParams, augment_padding: int, augment_flip: bool
+    student_arch: str,
+    params: DistillParams,
+    augment_padding: int,
+    augment_flip: bool,
+    device: str = "cpu",
 ) -> dict:
     started = time.perf_counter()
     info = load_info()
@@ -169,6 +182,7 @@ def distill(
         params.epochs,
         params.lr,
         "distill",
+        device,
     )
     if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
         raise RuntimeError("The teacher changed during distillation; it must stay frozen.")
@@ -187,7 +201,7 @@ def distill(
     }
     control_history: list[dict] = []
     if params.control:
-        control_history = train_control(student_arch, params, info, train_set, val_loader)
+        control_history = train_control(student_arch, params, info, train_set, val_loader, device)
         control, _ = load_model(CONTROL_DIR / "control.pt")
         control_logits, _ = predict(control, test_loader)
         metrics["control"] = summarize_model(
@@ -233,7 +247,12 @@ def distill(
 
 
 def train_control(
-    arch: str, params: DistillParams, info: DatasetInfo, train_set, val_loader
+    arch: str,
+    params: DistillParams,
+    info: DatasetInfo,
+    train_set: Dataset,
+    val_loader: DataLoader,
+    device: str,
 ) -> list[dict]:
     """The same student, epochs, seed and data on hard labels only."""
     seed_everything(params.seed)
@@ -248,6 +267,7 @@ def train_control(
         params.lr,
         params.weight_decay,
         "control",
+        device=device,
     )
 
     def build(folder: Path) -> None:
@@ -261,7 +281,13 @@ def train_control(
 def main() -> None:
     params = load("distill", DistillParams)
     data = load("data", DataParams)
-    distill(params.student, params, data.augment.crop_padding, data.augment.horizontal_flip)
+    distill(
+        params.student,
+        params,
+        data.augment.crop_padding,
+        data.augment.horizontal_flip,
+        resolve_device(load("compute", ComputeParams).device),
+    )
 
 
 if __name__ == "__main__":

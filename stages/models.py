@@ -184,11 +184,19 @@ def load_model(path: str | Path, arch: str | None = None) -> tuple[nn.Module, di
     return model.eval(), payload
 
 
+DEAD_CHANNEL_VARIANCE = 1e-9  # running variance below which a BN channel's input was constant
+
+
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every BatchNorm that directly follows a convolution into that convolution and
     replace it with Identity (eval-mode statistics). Quantized weights must include the BN
     scale: an fp32 BatchNorm between an int8 convolution and the next quantizer keeps ONNX
-    Runtime from fusing them into an integer kernel. Returns the number of folds."""
+    Runtime from fusing them into an integer kernel. A channel whose BN saw a constant input
+    (running variance ~0: its inputs are dead) always outputs its BN shift; folding it the usual
+    way multiplies its weights by gamma/sqrt(eps), thousands of times the live channels', and
+    NNCF floors every per-channel weight scale at a fraction of the largest, which rounds the
+    live channels to zero. Such channels get zero weights and the shift as bias instead.
+    Returns the number of folds."""
     model.eval()
     traced = torch.fx.symbolic_trace(model)
     modules = dict(model.named_modules())
@@ -203,9 +211,12 @@ def fold_batchnorm(model: nn.Module) -> int:
             and isinstance(modules.get(source.target), nn.Conv2d)
             and len(source.users) == 1
         ):
-            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(
-                modules[source.target], modules[node.target]
-            )
+            batchnorm = modules[node.target]
+            fused = torch.nn.utils.fusion.fuse_conv_bn_eval(modules[source.target], batchnorm)
+            constant = batchnorm.running_var < DEAD_CHANNEL_VARIANCE
+            with torch.no_grad():
+                fused.weight[constant] = 0.0
+                fused.bias[constant] = batchnorm.bias[constant] if batchnorm.affine else 0.0
             _set_submodule(model, source.target, fused)
             _set_submodule(model, node.target, nn.Identity())
             folded += 1

@@ -11,7 +11,14 @@ from pathlib import Path
 from stages import atomic
 from stages.baseline import TEACHER_ONNX
 from stages.benchmark import compare_onnx_latency
-from stages.config import BenchmarkParams, DataParams, DistillParams, PruneParams, load
+from stages.config import (
+    BenchmarkParams,
+    ComputeParams,
+    DataParams,
+    DistillParams,
+    PruneParams,
+    load,
+)
 from stages.data import (
     load_info,
     make_loader,
@@ -29,7 +36,7 @@ from stages.errors import run_stage
 from stages.models import count_macs_params, load_model, save_checkpoint
 from stages.onnx_export import export_onnx
 from stages.pruning import MacsPruner
-from stages.training import accuracy, seed_everything
+from stages.training import accuracy, resolve_device, seed_everything
 
 log = logging.getLogger("stages.prune")
 
@@ -45,6 +52,7 @@ def prune(
     augment_padding: int,
     augment_flip: bool,
     bench: BenchmarkParams,
+    device: str = "cpu",
 ) -> dict:
     started = time.perf_counter()
     info = load_info()
@@ -109,6 +117,7 @@ def prune(
             params.finetune_epochs,
             distill_params.lr * params.lr_scale,
             f"prune round {round_index}",
+            device,
         )
         macs, param_count = count_macs_params(student, info.input_shape)
         rows.append(
@@ -223,6 +232,7 @@ def main() -> None:
         data.augment.crop_padding,
         data.augment.horizontal_flip,
         load("benchmark", BenchmarkParams),
+        resolve_device(load("compute", ComputeParams).device),
     )
 
 

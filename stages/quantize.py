@@ -18,7 +18,14 @@ from torch import nn
 from stages import atomic
 from stages.baseline import TEACHER_ONNX
 from stages.benchmark import compare_onnx_latency, ort_session
-from stages.config import BenchmarkParams, DataParams, DistillParams, QuantizeParams, load
+from stages.config import (
+    BenchmarkParams,
+    ComputeParams,
+    DataParams,
+    DistillParams,
+    QuantizeParams,
+    load,
+)
 from stages.data import (
     DatasetInfo,
     load_info,
@@ -31,7 +38,13 @@ from stages.data import (
 )
 from stages.distill import distill_finetune, load_teacher
 from stages.errors import PipelineError, run_stage
-from stages.int8_onnx import fold_weight_quantizers, quantize_biases, weight_initializer_types
+from stages.int8_onnx import (
+    fold_weight_quantizers,
+    inline_constant_identities,
+    quantize_biases,
+    shorten_names,
+    weight_initializer_types,
+)
 from stages.models import fold_batchnorm, load_model, read_checkpoint
 from stages.onnx_export import export_onnx, load_onnx
 from stages.prune import PRUNED_CHECKPOINT, PRUNED_ONNX
@@ -44,7 +57,7 @@ from stages.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
-from stages.training import accuracy, seed_everything
+from stages.training import accuracy, resolve_device, seed_everything
 
 log = logging.getLogger("stages.quantize")
 
@@ -83,8 +96,9 @@ def export_int8(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
         model, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example
     )
     export_onnx(stripped, input_shape, path)
-    graph, folded = fold_weight_quantizers(onnx.load(str(path)))
+    graph, folded = fold_weight_quantizers(inline_constant_identities(onnx.load(str(path))))
     graph, _ = quantize_biases(graph)
+    graph = shorten_names(graph)
     if any(node.op_type == "FakeQuantize" for node in graph.graph.node):
         raise RuntimeError(f"'{path}' still holds FakeQuantize ops that ONNX Runtime cannot run.")
     atomic.write_with(path, lambda tmp: onnx.save(graph, str(tmp)))
@@ -114,6 +128,7 @@ def quantize(
     augment_padding: int,
     augment_flip: bool,
     bench: BenchmarkParams,
+    device: str = "cpu",
 ) -> dict:
     started = time.perf_counter()
     info = load_info()
@@ -159,6 +174,7 @@ def quantize(
             params.qat.epochs,
             distill_params.lr * params.qat.lr_scale,
             "QAT",
+            device,
         )
     masked_layers = bake_sparsity_masks(quantized)
     qat_accuracy = accuracy(quantized, test_loader)
@@ -251,6 +267,7 @@ def main() -> None:
         data.augment.crop_padding,
         data.augment.horizontal_flip,
         load("benchmark", BenchmarkParams),
+        resolve_device(load("compute", ComputeParams).device),
     )
 
 

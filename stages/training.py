@@ -39,6 +39,20 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def resolve_device(name: str) -> str:
+    """`compute.device`: `auto` picks CUDA when a GPU is visible, else the CPU."""
+    from stages.errors import PipelineError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(
+            "compute.device is 'cuda' but torch sees no CUDA device on this machine; "
+            "set compute.device to 'auto' or 'cpu'."
+        )
+    return name
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -58,10 +72,15 @@ def fit(
     name: str,
     extra_parameters: Iterable[nn.Parameter] = (),
     on_epoch_start: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
 ) -> FitResult:
     """SGD with Nesterov momentum and a cosine schedule; restores the weights of the epoch with
     the best validation accuracy (epoch 0 = the weights as given; ties go to the later epoch,
-    since a small validation set saturates long before the schedule ends)."""
+    since a small validation set saturates long before the schedule ends). Trains on `device`
+    and hands the model back on the CPU, where export and benchmarks run."""
+    model.to(device)
+    if isinstance(objective, nn.Module):
+        objective.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
     optimizer = torch.optim.SGD(
         parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
@@ -79,7 +98,7 @@ def fit(
         model.train()
         total_loss, seen = 0.0, 0
         for images, labels in train_loader:
-            loss = objective(model, images, labels)
+            loss = objective(model, images.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -102,17 +121,20 @@ def fit(
             best_accuracy, best_epoch = val_accuracy, epoch
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    model.eval()
+    model.eval().to("cpu")
+    if isinstance(objective, nn.Module):
+        objective.to("cpu")
     return FitResult(best_epoch, best_accuracy, history, time.perf_counter() - started)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels over a whole loader, in eval mode."""
+    """Logits and labels over a whole loader, in eval mode, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     logits, labels = [], []
     for images, batch_labels in loader:
-        logits.append(model(images))
+        logits.append(model(images.to(device)).cpu())
         labels.append(batch_labels)
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.decision import choose, closest_failure, gate_failures, pareto_front
+from stages.decision import (
+    choose,
+    closest_failure,
+    gate_failures,
+    pareto_front,
+    promotion_decision,
+)
 from stages.quality import expected_calibration_error
 
 
@@ -71,3 +77,25 @@ def test_no_candidate_passes_names_the_closest() -> None:
     name, criterion, amount = closest_failure(failures)
     assert (name, criterion) == ("small", "max_accuracy_drop")
     assert amount == pytest.approx(0.004)
+
+
+def _model(accuracy: float, size: int, latency: float) -> dict:
+    return {"accuracy": accuracy, "size_bytes": size, "latency": {"batch_1": {"p50_ms": latency}}}
+
+
+@pytest.mark.parametrize(
+    ("new", "production", "objective", "action", "why"),
+    [
+        (_model(0.90, 100, 1.0), None, "smallest", "promoted", "first model"),
+        (_model(0.98, 90, 1.0), _model(0.99, 100, 1.0), "smallest", "promoted", "better on"),
+        (_model(0.97, 90, 1.0), _model(0.99, 100, 1.0), "smallest", "kept", "less accurate"),
+        (_model(0.99, 110, 1.0), _model(0.99, 100, 1.0), "smallest", "kept", "not better"),
+        (_model(0.99, 110, 0.5), _model(0.99, 100, 1.0), "fastest", "promoted", "better on"),
+        (_model(0.995, 200, 2.0), _model(0.99, 100, 1.0), "most_accurate", "promoted", "better"),
+        (_model(0.99, 50, 0.1), _model(0.99, 100, 1.0), "most_accurate", "kept", "not better"),
+    ],
+)
+def test_promotion_decision(new, production, objective, action, why) -> None:
+    decided, reason = promotion_decision(new, production, objective, tolerance=0.01)
+    assert decided == action
+    assert why in reason

@@ -1,5 +1,7 @@
-"""End to end: a temporary copy of the repository runs `dvc repro` with tiny params, a second
-`dvc repro` has nothing to do, and the outs push to a local DVC remote."""
+"""End to end on a temporary git + DVC copy of the repository with tiny params: the Prefect
+compress flow runs every DVC stage once, a second run (and a plain `dvc repro`) has nothing to
+do, outs push to a local remote, and the model-update cycle promotes / refuses / promotes
+through the GTO registry. Runs under Prefect's test harness (embedded database)."""
 
 from __future__ import annotations
 
@@ -11,24 +13,36 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.testing.utilities import prefect_test_harness
 
+from flows.compress import StageFailed, compress, pipeline_stages
+from flows.serve import build_deployment
+from flows.update_cycle import DECISIONS_FILE, update_cycle
 from tests.conftest import copy_repo
 
-STAGES = ("prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate")
+STAGES = ["prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate"]
+
+
+def _run(repo: Path, *command: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        ["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
-    )
+    return _run(repo, "dvc", *args)
 
 
-def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
-    repo = copy_repo(tmp_path / "repo")
+def _edit_params(repo: Path, edit) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    edit(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _tiny(params: dict) -> None:
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
     params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
@@ -41,12 +55,41 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     }
     params["benchmark"] |= {"warmup_runs": 1, "timed_runs": 3}
     params["gate"] = {"min_accuracy": 0.0, "min_class_accuracy": 0.0}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    params["registry"]["tolerance"] = 1.0  # the size objective alone decides in these tests
 
-    first = _dvc(repo, "repro")
-    assert first.returncode == 0, first.stdout + first.stderr
-    order = [first.stdout.index(f"Running stage '{stage}'") for stage in STAGES]
-    assert order == sorted(order), "stages ran out of DAG order"
+
+def _git_repo(repo: Path, remote: Path) -> None:
+    for command in (
+        ("git", "config", "user.email", "ci@example.com"),
+        ("git", "config", "user.name", "ci"),
+        ("dvc", "remote", "modify", "--local", "local", "url", str(remote)),
+        ("git", "add", "--all"),
+        ("git", "commit", "-qm", "init"),
+    ):
+        assert _run(repo, *command).returncode == 0, command
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def pipeline(harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A tiny-params repository after one run of the compress flow."""
+    root = tmp_path_factory.mktemp("pipeline")
+    repo = copy_repo(root / "repo")
+    _edit_params(repo, _tiny)
+    _git_repo(repo, root / "remote")
+    return repo, compress(repo=str(repo))
+
+
+def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
+    repo, runs = pipeline
+    assert pipeline_stages(repo) == STAGES
+    assert [run["stage"] for run in runs] == STAGES
+    assert all(run["ran"] and run["seconds"] > 0 for run in runs)
     assert json.loads((repo / "metrics/teacher_gate.json").read_text())["passed"]
     assert (repo / "models/teacher.onnx").stat().st_size > 1_000_000
     shipped = json.loads((repo / "models/shipped.json").read_text())
@@ -67,19 +110,85 @@ def test_dvc_repro_runs_then_has_nothing_to_do(tmp_path: Path) -> None:
     assert _dvc(repo, "metrics", "show").returncode == 0
     assert _dvc(repo, "plots", "show", "--json").returncode == 0
 
-    second = _dvc(repo, "repro")
-    assert second.returncode == 0, second.stderr
-    assert "Running stage" not in second.stdout
-    assert "Data and pipelines are up to date" in second.stdout
 
-    remote = tmp_path / "remote"
-    assert _dvc(repo, "remote", "modify", "--local", "local", "url", str(remote)).returncode == 0
+def test_second_run_skips_every_stage(pipeline) -> None:
+    repo, _ = pipeline
+    again = compress(repo=str(repo))
+    assert [run["stage"] for run in again] == STAGES
+    assert not any(run["ran"] for run in again)
+    plain = _dvc(repo, "repro")
+    assert plain.returncode == 0, plain.stderr
+    assert "Running stage" not in plain.stdout
+    assert "Data and pipelines are up to date" in plain.stdout
+
+
+def test_outs_push_to_the_remote(pipeline) -> None:
+    repo, _ = pipeline
     pushed = _dvc(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
+    remote = repo.parent / "remote"
     assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 16
 
 
-def test_failed_gate_stops_the_pipeline(tmp_path: Path) -> None:
+def test_update_cycle_promotes_refuses_and_promotes(pipeline) -> None:
+    repo, _ = pipeline
+    first = update_cycle(repo=str(repo))
+    assert first["action"] == "promoted", first
+    assert first["reason"].startswith("first model")
+
+    # More layers kept in float: a larger INT8 file, so not better on `smallest`.
+    _edit_params(
+        repo,
+        lambda p: p["quantize"].update(
+            keep_fp32=["first_conv", "classifier", "features.1.conv.0.0", "features.2.conv.0.0"]
+        ),
+    )
+    worse = update_cycle(repo=str(repo))
+    assert worse["action"] == "kept", worse
+    assert worse["figures"]["new"]["size_bytes"] > worse["figures"]["production"]["size_bytes"]
+
+    # Every layer in INT8: smaller than production, so promoted.
+    _edit_params(repo, lambda p: p["quantize"].update(keep_fp32=[]))
+    better = update_cycle(repo=str(repo))
+    assert better["action"] == "promoted", better
+    assert better["production_version"] == first["version"]
+
+    shown = _run(repo, "gto", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    registry = json.loads(shown.stdout)
+    assert registry["shipped-model"]["version"] == better["version"]
+    assert registry["shipped-model"]["stage"]["prod"] == better["version"]
+    versions = json.loads(_run(repo, "gto", "show", "shipped-model", "--json").stdout)
+    assert {v["version"] for v in versions} == {first["version"], better["version"]}  # fallback
+    decisions = [json.loads(line) for line in (repo / DECISIONS_FILE).read_text().splitlines()]
+    assert [d["action"] for d in decisions] == ["promoted", "kept", "promoted"]
+
+    unchanged = update_cycle(repo=str(repo))
+    assert (unchanged["action"], unchanged["reason"]) == ("kept", "nothing changed")
+
+
+def test_params_overrides_run_as_an_experiment_not_in_the_users_file(pipeline) -> None:
+    repo, _ = pipeline
+    before = (repo / "params.yaml").read_text()
+    runs = compress(repo=str(repo), params={"evaluate.objective": "fastest"})
+    assert (repo / "params.yaml").read_text() == before
+    shown = _dvc(repo, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert runs[0]["experiment"] in shown.stdout
+
+
+def test_failed_data_check_fails_the_flow_without_retries(harness, tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    _edit_params(repo, lambda p: p["data"].update(class_balance_tolerance=0.001))
+    with pytest.raises(StageFailed, match="class balance"):
+        compress(repo=str(repo), until="prepare")
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_task_runs() if run.name == "prepare"]
+    failed = [run for run in runs if run.state and run.state.is_failed()]
+    assert failed and all(run.run_count == 1 for run in failed)
+
+
+def test_failed_teacher_gate_stops_the_pipeline(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["teacher"]["epochs"] = 0
@@ -90,3 +199,16 @@ def test_failed_gate_stops_the_pipeline(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "The teacher is too weak to distill from: test accuracy" in result.stderr
     assert json.loads((repo / "metrics/teacher_gate.json").read_text())["passed"] is False
+
+
+def test_deployment_has_the_schedule_and_concurrency_limit_from_params(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    _edit_params(
+        repo, lambda p: p["registry"].update(schedule="30 4 * * 2", timezone="Europe/Paris")
+    )
+    deployment = build_deployment(repo)
+    schedule = deployment.schedules[0].schedule
+    assert (schedule.cron, schedule.timezone) == ("30 4 * * 2", "Europe/Paris")
+    assert deployment.concurrency_limit == 1
+    assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+    assert deployment.parameters == {"repo": str(repo)}

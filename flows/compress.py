@@ -1,0 +1,220 @@
+"""Flow `compress`: the DVC pipeline as Prefect tasks, one per stage of `dvc.yaml`, in DAG order.
+
+DVC still decides what is up to date (`dvc repro --single-item`), so an unchanged stage is
+reported as skipped. The flow adds what a scheduler needs: per-stage logs and durations,
+retries with back-off for transient failures only, and artifacts that show the outcome in the
+Prefect UI. With `params` overrides the pipeline runs as a DVC experiment in a temporary
+directory (`dvc exp run --temp -S ...`), so the user's `params.yaml` is never edited."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.tasks import exponential_backoff
+
+from stages.errors import TRANSIENT_EXIT_CODE
+
+# Output of DVC or of a stage that says "try again later": a lock held by another DVC process
+# or a stage that exited with the transient code (an I/O error).
+TRANSIENT_PATTERNS = (
+    "Unable to acquire lock",
+    "lock is held",
+    f"exited with {TRANSIENT_EXIT_CODE}",
+)
+
+
+class StageFailed(RuntimeError):
+    """A stage failed for a reason a retry cannot fix (a data check, a gate, bad params)."""
+
+
+class TransientStageError(RuntimeError):
+    """A stage failed for a reason that may pass (a locked DVC repo, an I/O error)."""
+
+
+@dataclass
+class StageRun:
+    stage: str
+    ran: bool
+    seconds: float
+
+
+def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """`dvc` with this interpreter's environment first on PATH, so that a flow served from a
+    virtual environment runs that environment's `dvc` and the stages' `python`."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
+
+
+def pipeline_stages(repo: Path, until: str | None = None) -> list[str]:
+    """Stage names in DAG order, read from dvc.yaml through DVC; with `until`, only that stage
+    and the stages it depends on."""
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph  # edges point from a stage to the stages it depends on
+        ordered = [
+            stage
+            for stage in reversed(list(nx.topological_sort(graph)))
+            if isinstance(stage, PipelineStage)
+        ]
+        if until is None:
+            return [stage.name for stage in ordered]
+        by_name = {stage.name: stage for stage in ordered}
+        if until not in by_name:
+            raise StageFailed(
+                f"Unknown stage '{until}' for the flow parameter `until`; the stages in "
+                f"dvc.yaml are: {', '.join(by_name)}."
+            )
+        needed = nx.descendants(graph, by_name[until]) | {by_name[until]}
+        return [stage.name for stage in ordered if stage in needed]
+
+
+def failure_message(output: str) -> str:
+    """The stage's own ERROR paragraph and DVC's summary line; the output's tail when the stage
+    died without one (a traceback)."""
+    errors = re.findall(r"^ERROR: .*$", output, flags=re.MULTILINE)
+    if len(errors) > 1:
+        return "\n".join(errors)
+    return "\n".join([*errors, output.strip()[-2000:]])
+
+
+def _retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
+    error = state.data if isinstance(state.data, BaseException) else None
+    return isinstance(error, TransientStageError)
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_only_transient,
+    task_run_name="{stage}",
+)
+def dvc_stage(repo: Path, stage: str) -> StageRun:
+    """`dvc repro --single-item <stage>`: DVC runs it if its deps, params or outs changed."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    result = run_dvc(repo, "repro", "--single-item", stage)
+    seconds = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        message = f"Stage '{stage}' failed after {seconds:.1f} s:\n{failure_message(output)}"
+        logger.error(message)
+        if any(pattern in output for pattern in TRANSIENT_PATTERNS):
+            raise TransientStageError(message)
+        raise StageFailed(message)
+    ran = f"Running stage '{stage}'" in result.stdout
+    logger.info(
+        "Stage '%s' %s in %.1f s\n%s",
+        stage,
+        "ran" if ran else "skipped (up to date)",
+        seconds,
+        output.strip(),
+    )
+    return StageRun(stage, ran, round(seconds, 2))
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_only_transient)
+def dvc_experiment(repo: Path, overrides: dict[str, Any], until: str | None) -> str:
+    """The pipeline with params overrides, as a DVC experiment in a temporary directory."""
+    logger = get_run_logger()
+    settings = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    args = ["exp", "run", "--temp"] + [arg for s in settings for arg in ("-S", s)]
+    result = run_dvc(repo, *args, *([until] if until else []))
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        message = f"Experiment with {', '.join(settings)} failed:\n{failure_message(output)}"
+        if any(pattern in output for pattern in TRANSIENT_PATTERNS):
+            raise TransientStageError(message)
+        raise StageFailed(message)
+    logger.info(output)
+    found = re.search(r"Ran experiment\(s\): (\S+)", output)
+    name = found.group(1) if found else "unknown"
+    diff = run_dvc(repo, "exp", "diff", "HEAD", name, "--md").stdout
+    create_markdown_artifact(
+        key="compress-experiment",
+        markdown=f"# Experiment `{name}`\n\nOverrides: `{' '.join(settings)}`\n\n{diff}\n\n"
+        f"Apply it to the workspace with `dvc exp apply {name}`.",
+        description="Params overrides run as a DVC experiment",
+    )
+    return name
+
+
+def publish_results(repo: Path) -> None:
+    """Table of candidates, the gate decision with the report, links to the Pareto plots."""
+    evaluation = repo / "metrics/evaluate.json"
+    if not evaluation.exists():
+        return
+    candidates = json.loads(evaluation.read_text())["candidates"]
+    rows = [
+        {
+            "candidate": name,
+            "accuracy": round(figures["accuracy"], 4),
+            "size_mb": round(figures["size_bytes"] / 1e6, 3),
+            "p50_b1_ms": round(figures["latency"]["batch_1"]["p50_ms"], 3),
+            **{k: v for k, v in figures.get("vs_teacher", {}).items() if not isinstance(v, dict)},
+        }
+        for name, figures in candidates.items()
+    ]
+    create_table_artifact(key="compression-candidates", table=rows, description="All candidates")
+    shipped = repo / "models/shipped.json"
+    report = repo / "reports/compression.md"
+    decision = json.loads(shipped.read_text()) if shipped.exists() else {}
+    create_markdown_artifact(
+        key="compression-decision",
+        markdown=(
+            f"# Shipped: `{decision.get('candidate', 'none')}`\n\n"
+            + (report.read_text() if report.exists() else "")
+        ),
+        description="Acceptance gate decision and the compression report",
+    )
+    for plot in ("pareto_size", "pareto_latency"):
+        path = (repo / f"plots/evaluate/{plot}.png").resolve()
+        if path.exists():
+            create_link_artifact(
+                key=plot.replace("_", "-"), link=path.as_uri(), link_text=f"{plot}.png"
+            )
+
+
+@flow(name="compress", log_prints=True)
+def compress(
+    repo: str = ".", until: str | None = None, params: dict[str, Any] | None = None
+) -> list[dict]:
+    """Run the pipeline's DVC stages as tasks. `until`: stop after this stage (and what it
+    needs). `params`: overrides such as {"prune.target_ratio": 0.6}, run as a DVC experiment."""
+    root = Path(repo).resolve()
+    if params:
+        name = dvc_experiment(root, params, until)
+        return [{"experiment": name}]
+    runs = []
+    for stage in pipeline_stages(root, until):
+        runs.append(asdict(dvc_stage(root, stage)))
+    publish_results(root)
+    logger = get_run_logger()
+    logger.info(
+        "Stages run: %s; skipped: %s",
+        ", ".join(r["stage"] for r in runs if r["ran"]) or "none",
+        ", ".join(r["stage"] for r in runs if not r["ran"]) or "none",
+    )
+    return runs
+
+
+if __name__ == "__main__":
+    compress()

@@ -1,0 +1,184 @@
+"""Flow `model-update-cycle`: pull, re-compress, compare with production, promote or keep.
+
+The model registry follows DVC's conventions: the shipped model is the `artifacts:` entry named
+by `registry.artifact` in dvc.yaml; GTO git tags hold its versions and the `registry.stage`
+(default `prod`) assignment, so `gto show` lists every version and which one serves. Older
+versions stay retrievable as fallbacks (`dvc get . models/shipped.onnx --rev <tag>`). Every
+decision is appended to registry/decisions.jsonl and published as a Prefect artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import gto.api
+from gto.exceptions import ArtifactNotFound
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.compress import StageFailed, compress, run_dvc
+from stages.benchmark import compare_onnx_latency
+from stages.config import EvaluateParams, RegistryParams, load
+from stages.data import load_info, load_split, normalize
+from stages.decision import promotion_decision
+from stages.evaluate import SHIPPED_JSON, SHIPPED_ONNX, run_logits
+
+DECISIONS_FILE = Path("registry/decisions.jsonl")
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@task
+def pull_from_remote(repo: Path) -> str:
+    """`dvc pull` what the default remote has; an empty or unset remote is skipped quietly."""
+    remote = run_dvc(repo, "remote", "default").stdout.strip()
+    if not remote:
+        return "no default remote"
+    result = run_dvc(repo, "pull", "--allow-missing")
+    output = (result.stdout + result.stderr).strip()
+    get_run_logger().info("dvc pull: %s", output or "nothing to pull")
+    return output
+
+
+@task
+def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> dict | None:
+    """The model the registry has in `stage`: version, commit and a copy of its ONNX file."""
+    try:
+        found = gto.api.find_versions_in_stage(str(repo), artifact, stage)
+    except ArtifactNotFound:  # nothing registered yet
+        found = None
+    if not found:
+        return None
+    version = found[0] if isinstance(found, list) else found
+    commit = version.commit_hexsha
+    copy = workdir / "production.onnx"
+    result = run_dvc(repo, "get", ".", str(SHIPPED_ONNX), "--rev", commit, "-o", str(copy))
+    if result.returncode != 0:
+        raise StageFailed(
+            f"The production model {artifact}@{version.version} (commit {commit[:8]}) is not "
+            f"in the DVC cache or remote: {result.stderr.strip()} Run `dvc pull` or `dvc fetch "
+            f"--rev {commit}`."
+        )
+    return {"version": version.version, "commit": commit, "path": copy}
+
+
+@task
+def measure_side_by_side(
+    repo: Path, models: dict[str, Path], threads: int, timed_runs: int
+) -> dict[str, dict]:
+    """Accuracy on the prepared test split, size and ORT latency at batch 1 (interleaved), for
+    both models in this one process."""
+    prepared = repo / "data/prepared"
+    info = load_info(prepared)
+    raw_images, labels = load_split("test", prepared)
+    images, labels = normalize(raw_images, info).numpy(), labels.numpy()
+    latency = compare_onnx_latency(models, info.input_shape, [1], 5, timed_runs, threads, 3)
+    return {
+        name: {
+            "accuracy": float((run_logits(path, images, threads).argmax(axis=1) == labels).mean()),
+            "size_bytes": path.stat().st_size,
+            "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
+            "md5": md5(path),
+        }
+        for name, path in models.items()
+    }
+
+
+@task
+def promote(repo: Path, settings: RegistryParams, figures: dict) -> str:
+    """Commit what produced the model, register a GTO version, assign the stage, push outs."""
+    git(repo, "add", "--all")
+    git(
+        repo,
+        "commit",
+        "--allow-empty",
+        "-m",
+        f"model-update: promote {settings.artifact} "
+        f"(accuracy {figures['accuracy']:.4f}, {figures['size_bytes']} bytes)",
+    )
+    registered = gto.api.register(str(repo), settings.artifact, "HEAD")
+    version = registered.version if hasattr(registered, "version") else str(registered)
+    gto.api.assign(str(repo), settings.artifact, settings.stage, ref="HEAD", skip_registration=True)
+    if settings.push and run_dvc(repo, "remote", "default").stdout.strip():
+        pushed = run_dvc(repo, "push")
+        if pushed.returncode != 0:
+            raise StageFailed(f"dvc push failed: {pushed.stderr.strip()}")
+    return version
+
+
+def record(repo: Path, decision: dict) -> None:
+    """Append to registry/decisions.jsonl and publish the decision in the Prefect UI."""
+    path = repo / DECISIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as log_file:
+        log_file.write(json.dumps(decision, sort_keys=True) + "\n")
+    rows = "\n".join(
+        f"| {name} | {f['accuracy']:.4f} | {f['size_bytes']} | {f['latency']['batch_1']['p50_ms']:.3f} |"
+        for name, f in decision.get("figures", {}).items()
+    )
+    create_markdown_artifact(
+        key="model-update-decision",
+        markdown=f"# {decision['action']}: {decision['reason']}\n\n"
+        "| model | accuracy | bytes | p50 b1 ms |\n|---|---|---|---|\n" + rows,
+        description="Promotion decision of the model-update cycle",
+    )
+
+
+@flow(name="model-update-cycle")
+def update_cycle(repo: str = ".") -> dict:
+    """Pull, run the compress flow, compare the new shipped model with production on the same
+    test set, promote it through the registry when it is better, and record the decision."""
+    root = Path(repo).resolve()
+    settings = load("registry", RegistryParams, root / "params.yaml")
+    evaluation = load("evaluate", EvaluateParams, root / "params.yaml")
+    logger = get_run_logger()
+    pull_from_remote(root)
+    decision: dict = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        compress(repo=str(root))
+    except StageFailed as error:
+        decision |= {"action": "kept", "reason": f"the pipeline stopped: {error}"}
+        record(root, decision)
+        raise
+    shipped = json.loads((root / SHIPPED_JSON).read_text())
+    with tempfile.TemporaryDirectory() as workdir:
+        production = production_model(root, settings.artifact, settings.stage, Path(workdir))
+        models = {"new": root / SHIPPED_ONNX}
+        if production is not None and md5(production["path"]) == md5(models["new"]):
+            decision |= {"action": "kept", "reason": "nothing changed"}
+        else:
+            if production is not None:
+                models["production"] = production["path"]
+            figures = measure_side_by_side(
+                root, models, evaluation.intra_op_threads, evaluation.timed_runs
+            )
+            action, reason = promotion_decision(
+                figures["new"], figures.get("production"), evaluation.objective, settings.tolerance
+            )
+            decision |= {"action": action, "reason": reason, "figures": figures}
+    decision |= {
+        "candidate": shipped["candidate"],
+        "objective": evaluation.objective,
+        "production_version": production["version"] if production else None,
+    }
+    if decision["action"] == "promoted":
+        decision["version"] = promote(root, settings, decision["figures"]["new"])
+    logger.info("Decision: %s (%s)", decision["action"], decision["reason"])
+    record(root, decision)
+    return decision
+
+
+if __name__ == "__main__":
+    update_cycle()
