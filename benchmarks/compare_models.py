@@ -23,18 +23,29 @@ MODELS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model and batch size")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = parser.parse_args()
     present = {name: path for name, path in MODELS.items() if Path(path).is_file()}
     info = load_info()
-    latency = compare_onnx_latency(present, info.input_shape, [1, 32], warmup=10, runs=args.runs,
-                                   threads=args.threads, repeats=10)
+    latency = compare_onnx_latency(
+        present,
+        info.input_shape,
+        [1, 32],
+        warmup=10,
+        runs=args.runs,
+        threads=args.threads,
+        repeats=10,
+    )
     sizes = {name: Path(path).stat().st_size for name, path in present.items()}
     references = [ref for ref in ("teacher fp32", "pruned student") if ref in present]
     header = f"{'model':30} {'size MB':>8} {'p50 b1 ms':>10} {'p50 b32 ms':>11}"
-    header += "".join(f"  {'size/' + r.split()[0]:>12} {'b32/' + r.split()[0]:>12}" for r in references)
+    header += "".join(
+        f"  {'size/' + r.split()[0]:>12} {'b32/' + r.split()[0]:>12}" for r in references
+    )
     print(header)
     for name in present:
         b1, b32 = latency[name]["batch_1"]["p50_ms"], latency[name]["batch_32"]["p50_ms"]

@@ -27,6 +27,7 @@ from prefect.artifacts import (
 )
 from prefect.tasks import exponential_backoff
 
+from stages.config import check_all
 from stages.errors import TRANSIENT_EXIT_CODE
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
@@ -200,6 +201,7 @@ def compress(
     """Run the pipeline's DVC stages as tasks. `until`: stop after this stage (and what it
     needs). `params`: overrides such as {"prune.target_ratio": 0.6}, run as a DVC experiment."""
     root = Path(repo).resolve()
+    check_all(root / "params.yaml")
     if params:
         name = dvc_experiment(root, params, until)
         return [{"experiment": name}]

@@ -98,8 +98,9 @@ def measure_side_by_side(
 
 @task
 def promote(repo: Path, settings: RegistryParams, figures: dict) -> str:
-    """Commit what produced the model, register a GTO version, assign the stage, push outs."""
-    git(repo, "add", "--all")
+    """Commit what produced the model (tracked files only: dvc.lock, params, metrics), register
+    a GTO version, assign the stage, push the outs to the DVC remote."""
+    git(repo, "add", "--update")
     git(
         repo,
         "commit",

@@ -33,6 +33,8 @@ class DataParams(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     calibration_size: int = Field(300, ge=10, le=100_000)
     class_balance_tolerance: float = Field(0.5, gt=0.0, le=1.0)
+    max_bad_fraction: float = Field(0.01, ge=0.0, lt=1.0)
+    min_per_class: int = Field(10, ge=1, le=1_000_000)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     seed: int = 0
 
@@ -133,6 +135,7 @@ class QATParams(Section):
     epochs: int = Field(3, ge=0, le=1000)
     lr_scale: float = Field(0.1, gt=0.0, le=10.0)
     max_ptq_drop: float = Field(0.005, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0, le=1000.0)
 
 
 class SparsityParams(Section):
@@ -259,3 +262,24 @@ def load(section: str, model: type[S], path: Path = PARAMS_FILE) -> S:
     params = load_section(section, path)
     assert isinstance(params, model)
     return params
+
+
+def check_all(path: Path = PARAMS_FILE) -> None:
+    """Validate every section of a params file, and flag unknown sections, reporting all
+    problems at once."""
+    raw = read_params(path)
+    problems = []
+    for section in raw:
+        if section not in SECTIONS:
+            close = difflib.get_close_matches(str(section), SECTIONS, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            problems.append(
+                f"unknown section `{section}`.{hint} Valid sections: {', '.join(SECTIONS)}."
+            )
+    for section in SECTIONS:
+        try:
+            load_section(section, path)
+        except PipelineError as error:
+            problems.append(str(error).removeprefix(f"Invalid params in '{path}': "))
+    if problems:
+        raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))

@@ -11,7 +11,7 @@ import json
 import logging
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class RawData:
     labels: np.ndarray
     classes: list[str]
     official_test: tuple[np.ndarray, np.ndarray] | None = None
+    skipped: list[str] = field(default_factory=list)  # unreadable files, by path
 
 
 def load_digits_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:
@@ -48,12 +49,36 @@ def load_digits_source(path: str | None, image_size: int | None, channels: int |
     return RawData(images, bunch.target.astype(np.int64), [str(c) for c in bunch.target_names])
 
 
+def _image_array(file: Path, size: int, channels: int) -> np.ndarray:
+    """Any PIL-readable image (grayscale, RGB, RGBA, palette, 16-bit, float) as (C, size, size)
+    in [0, 1]: transparency composited on black, 16-bit and float scaled by their range."""
+    from PIL import Image
+
+    with Image.open(file) as image:
+        image.load()
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            values = np.asarray(image, dtype=np.float32)
+            top = 65535.0 if image.mode.startswith("I") and values.max() > 255 else 255.0
+            image = Image.fromarray((np.clip(values / top, 0, 1) * 255).astype(np.uint8), "L")
+        if image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        ):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size)
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        image = image.convert("L" if channels == 1 else "RGB")
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
 def load_imagefolder_source(
     path: str | None, image_size: int | None, channels: int | None
 ) -> RawData:
-    """A local folder in torchvision ImageFolder layout: one sub-folder per class."""
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
+    """A local folder in torchvision's ImageFolder layout (one sub-folder per class, sorted
+    names are the classes). Every file is tried; unreadable ones (corrupt, empty, not an image)
+    are skipped and listed in `RawData.skipped` for the prepare stage to count and judge."""
+    from PIL import UnidentifiedImageError
 
     root = Path(path or "")
     if not root.is_dir():
@@ -61,22 +86,32 @@ def load_imagefolder_source(
             f"data.path '{root}' is not a folder. For data.source=imagefolder point data.path at "
             "a folder with one sub-folder of images per class."
         )
-    size = image_size or 32
-    mode = "L" if (channels or 3) == 1 else "RGB"
-
-    def load_image(file: str) -> np.ndarray:
-        with Image.open(file) as image:
-            image = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-    try:
-        folder = ImageFolder(str(root), loader=load_image)
-    except (FileNotFoundError, RuntimeError) as error:
-        raise PipelineError(f"Cannot read image folder data.path '{root}': {error}") from error
-    images = np.stack([folder[i][0] for i in range(len(folder))]).astype(np.float32)
-    labels = np.asarray(folder.targets, dtype=np.int64)
-    return RawData(images, labels, list(folder.classes))
+    size, channels = image_size or 32, channels or 3
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    empty = [d.name for d in class_dirs if not any(f.is_file() for f in d.rglob("*"))]
+    if empty:
+        raise PipelineError(
+            f"Class folder(s) {', '.join(empty)} under data.path '{root}' hold no files; add "
+            "images or remove the folder."
+        )
+    images, labels, skipped = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        for file in sorted(f for f in class_dir.rglob("*") if f.is_file()):
+            if file.name.startswith("."):
+                continue
+            try:
+                images.append(_image_array(file, size, channels))
+                labels.append(label)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                skipped.append(str(file))
+    if not images:
+        raise PipelineError(f"No readable image under data.path '{root}'.")
+    return RawData(
+        np.stack(images).astype(np.float32),
+        np.asarray(labels, dtype=np.int64),
+        [d.name for d in class_dirs],
+        skipped=skipped,
+    )
 
 
 def load_cifar10_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:

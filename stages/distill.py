@@ -77,6 +77,7 @@ def distill_finetune(
     lr: float,
     name: str,
     device: str = "cpu",
+    max_grad_norm: float | None = None,
 ) -> FitResult:
     """Train `student` with the distillation loss through the shared loop: used by distillation
     itself, by each pruning round's fine-tuning and by QAT."""
@@ -94,6 +95,7 @@ def distill_finetune(
             extra_parameters=[p for p in objective.parameters() if p.requires_grad],
             on_epoch_start=objective.set_epoch,
             device=device,
+            max_grad_norm=max_grad_norm,
         )
     finally:
         objective.close()

@@ -16,8 +16,8 @@ class PipelineError(Exception):
     """A problem in the user's inputs or params: the message names the culprit and the fix."""
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(): log setup, and turn a PipelineError into one readable paragraph
+def run_stage(main: Callable[[], None], validate_params: bool = True) -> None:
+    """Run a stage's main() after validating params.yaml: log setup, and turn a PipelineError into one readable paragraph
     and exit code 1 instead of a traceback; an OSError (disk full, read-only folder, a vanished
     network mount) into one paragraph and TRANSIENT_EXIT_CODE."""
     logging.basicConfig(
@@ -28,6 +28,10 @@ def run_stage(main: Callable[[], None]) -> None:
     for noisy in ("great_expectations", "torch_pruning", "nncf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if validate_params:  # the whole params.yaml, so a typo anywhere fails before any work
+            from stages.config import check_all
+
+            check_all()
         main()
     except PipelineError as error:
         print(f"\nERROR: {error}\n", file=sys.stderr)

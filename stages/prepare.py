@@ -46,6 +46,37 @@ def deduplicate(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     return images[keep], labels[keep], len(images) - len(keep)
 
 
+def check_readable(raw: RawData, max_bad_fraction: float) -> None:
+    """Unreadable files are skipped, logged, and fatal above `data.max_bad_fraction`."""
+    if not raw.skipped:
+        return
+    total = len(raw.skipped) + len(raw.labels)
+    first = ", ".join(raw.skipped[:5])
+    log.warning("Skipped %d unreadable file(s) of %d: %s", len(raw.skipped), total, first)
+    if len(raw.skipped) / total > max_bad_fraction:
+        raise PipelineError(
+            f"{len(raw.skipped)} of {total} files ({len(raw.skipped) / total:.1%}) could not be read "
+            f"as images, above data.max_bad_fraction={max_bad_fraction}; first: {first}. Remove "
+            "or fix them, or raise data.max_bad_fraction."
+        )
+
+
+def check_class_counts(raw: RawData, min_per_class: int) -> None:
+    """At least two classes, each with at least `data.min_per_class` distinct images."""
+    if len(raw.classes) < 2:
+        raise PipelineError(
+            f"The data has {len(raw.classes)} class ({', '.join(raw.classes)}); classification "
+            "needs at least 2. Add a folder of images per class under data.path."
+        )
+    counts = np.bincount(raw.labels, minlength=len(raw.classes))
+    small = [f"{raw.classes[i]} ({n})" for i, n in enumerate(counts) if n < min_per_class]
+    if small:
+        raise PipelineError(
+            f"Class(es) {', '.join(small)} have fewer than data.min_per_class={min_per_class} "
+            "distinct readable images; add images or lower data.min_per_class."
+        )
+
+
 def split_data(
     raw: RawData, val_fraction: float, test_fraction: float, calibration_size: int, seed: int
 ) -> Splits:
@@ -134,15 +165,15 @@ def prepare(
     calibration_size: int,
     balance_tolerance: float,
     seed: int,
+    max_bad_fraction: float = 0.01,
+    min_per_class: int = 10,
     out_dir: Path = PREPARED_DIR,
     checks_file: Path = CHECKS_FILE,
 ) -> Splits:
     raw = load_source(source, path, image_size, channels)
-    if len(raw.classes) < 2:
-        raise PipelineError(
-            f"data.source '{source}' has {len(raw.classes)} class; at least 2 are needed."
-        )
+    check_readable(raw, max_bad_fraction)
     raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
+    check_class_counts(raw, min_per_class)
     log.info(
         "Loaded %d samples of %d classes from '%s' (%d duplicates dropped)",
         len(raw.labels),
@@ -158,6 +189,7 @@ def prepare(
         {
             "success": passed,
             "duplicates_dropped": dropped,
+            "unreadable_files": {"count": len(raw.skipped), "first": raw.skipped[:10]},
             "counts": {name: int(len(labels)) for name, (_, labels) in splits.items()},
             "checks": [asdict(result) for result in results],
         },
@@ -181,6 +213,8 @@ def main() -> None:
         calibration_size=params.calibration_size,
         balance_tolerance=params.class_balance_tolerance,
         seed=params.seed,
+        max_bad_fraction=params.max_bad_fraction,
+        min_per_class=params.min_per_class,
     )
 
 

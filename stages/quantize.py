@@ -175,6 +175,7 @@ def quantize(
             distill_params.lr * params.qat.lr_scale,
             "QAT",
             device,
+            params.qat.max_grad_norm,
         )
     masked_layers = bake_sparsity_masks(quantized)
     qat_accuracy = accuracy(quantized, test_loader)

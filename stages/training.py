@@ -73,11 +73,14 @@ def fit(
     extra_parameters: Iterable[nn.Parameter] = (),
     on_epoch_start: Callable[[int, int], None] | None = None,
     device: str = "cpu",
+    max_grad_norm: float | None = None,
 ) -> FitResult:
     """SGD with Nesterov momentum and a cosine schedule; restores the weights of the epoch with
     the best validation accuracy (epoch 0 = the weights as given; ties go to the later epoch,
     since a small validation set saturates long before the schedule ends). Trains on `device`
-    and hands the model back on the CPU, where export and benchmarks run."""
+    and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
+    clips the gradient norm: QAT of a network whose batch norms are folded into its weights
+    has no normalisation left and diverges without it."""
     model.to(device)
     if isinstance(objective, nn.Module):
         objective.to(device)
@@ -101,6 +104,8 @@ def fit(
             loss = objective(model, images.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(labels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,62 @@ def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
     assert np.mean(predictions == test["labels"].numpy()) == shipped["metrics"]["accuracy"]
     assert _dvc(repo, "metrics", "show").returncode == 0
     assert _dvc(repo, "plots", "show", "--json").returncode == 0
+
+
+def _kill_after(repo: Path, stage: str, marker: str) -> bool:
+    """Start `dvc repro <stage>`, SIGKILL its whole process group once `marker` is logged.
+    True when the kill landed mid-stage (the marker came before the run ended)."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        ["dvc", "repro", stage],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    for line in process.stdout:
+        if marker in line:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+    process.wait()
+    return False
+
+
+def _outs(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {
+        out["path"]: out["md5"]
+        for name, stage in lock.items()
+        if name != "evaluate"
+        for out in stage.get("outs", [])
+        if out["path"].startswith(("models/", "data/"))  # metrics hold timings
+    }
+
+
+def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path: Path) -> None:
+    """Kill every training stage right after its first epoch; no out of a killed run is taken
+    as valid, `dvc repro` completes, and every model is bit-identical to the clean run's."""
+    clean_repo, _ = pipeline
+    repo = copy_repo(tmp_path / "repo")
+    _edit_params(repo, _tiny)
+    _git_repo(repo, tmp_path / "remote")
+    for stage, marker, out in (
+        ("baseline", "[teacher] epoch 1/", "models/teacher.pt"),
+        ("distill", "[distill] epoch 1/", "models/student.pt"),
+        ("prune", "[prune round 1] epoch 1/", "models/pruned.pt"),
+        ("quantize", "[QAT] epoch 1/", "models/quantized.pt"),
+    ):
+        assert _kill_after(repo, stage, marker), f"{stage} ended before it could be killed"
+        assert not (repo / out).exists(), f"the killed {stage} left {out} behind"
+        status = _dvc(repo, "status", stage)
+        assert stage in status.stdout, status.stdout  # DVC does not consider it up to date
+    finished = _dvc(repo, "repro", "quantize")
+    assert finished.returncode == 0, finished.stderr
+    assert "up to date" in _dvc(repo, "status", "quantize").stdout
+    assert _outs(repo) == _outs(clean_repo)  # two runs, identical model files
 
 
 def test_second_run_skips_every_stage(pipeline) -> None:

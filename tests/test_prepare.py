@@ -88,3 +88,105 @@ def test_missing_cifar10_folder_is_a_clear_error(tmp_path: Path, monkeypatch) ->
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="CIFAR-10 not found under data.path"):
         prepare("cifar10", str(tmp_path / "nowhere"), None, None, 0.1, 0.2, 300, 0.5, seed=0)
+
+
+def _messy_folder(root: Path) -> None:
+    """Three classes of 20 images in every mode and size a user's folder may hold, plus a
+    corrupt PNG, a text file and an empty file."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    makers = [
+        lambda: Image.fromarray(generator.integers(0, 255, (20, 30), dtype=np.uint8), "L"),
+        lambda: Image.fromarray(generator.integers(0, 255, (40, 24, 3), dtype=np.uint8), "RGB"),
+        lambda: Image.fromarray(generator.integers(0, 255, (16, 16, 4), dtype=np.uint8), "RGBA"),
+        lambda: Image.fromarray(generator.integers(0, 255, (32, 32, 3), dtype=np.uint8)).convert(
+            "P"
+        ),
+        lambda: Image.fromarray(generator.integers(0, 65535, (28, 28), dtype=np.uint16)),
+    ]
+    for name in ("cat", "dog", "eel"):
+        (root / name).mkdir(parents=True)
+        for index in range(20):
+            makers[index % len(makers)]().save(root / name / f"{index}.png")
+    (root / "cat" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "dog" / "notes.txt").write_text("not an image")
+    (root / "eel" / "empty.jpg").write_bytes(b"")
+
+
+def test_messy_image_folder_is_converted_and_bad_files_are_counted(
+    tmp_path: Path, monkeypatch
+) -> None:
+    _messy_folder(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    splits = prepare(
+        "imagefolder",
+        str(tmp_path / "images"),
+        image_size=12,
+        channels=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        calibration_size=10,
+        balance_tolerance=0.5,
+        seed=0,
+        max_bad_fraction=0.1,
+        min_per_class=10,
+    )
+    assert sum(len(labels) for _, labels in splits.values()) == 60
+    for images, _ in splits.values():
+        assert images.shape[1:] == (3, 12, 12) and images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0
+    info = load_info(tmp_path / "data/prepared")
+    assert info.classes == ["cat", "dog", "eel"] and info.channels == 3
+    checks = json.loads((tmp_path / "metrics/data_checks.json").read_text())
+    assert checks["unreadable_files"]["count"] == 3
+    assert {Path(p).name for p in checks["unreadable_files"]["first"]} == {
+        "corrupt.png",
+        "notes.txt",
+        "empty.jpg",
+    }
+
+
+def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from stages.data import _image_array
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    array = _image_array(tmp_path / "ramp.png", 8, 1)
+    assert array.shape == (1, 8, 8)
+    assert array.min() < 0.1 and array.max() > 0.9  # not clipped to white
+
+
+def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
+    """Files in the exact python-pickle format of cifar-10-batches-py, with random pixels."""
+    import pickle
+
+    generator = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(i % 10) for i in range(per_batch)],
+            b"data": generator.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+    labels = [
+        c.encode() for c in ("airplane automobile bird cat deer dog frog horse ship truck").split()
+    ]
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": labels}, protocol=2))
+
+
+def test_cifar10_from_local_pickle_batches(tmp_path: Path, monkeypatch) -> None:
+    _fake_cifar10(tmp_path / "cifar-10-batches-py")
+    monkeypatch.chdir(tmp_path)
+    splits = prepare(
+        "cifar10", str(tmp_path), None, None, 0.1, 0.2, 10, 0.5, seed=0, min_per_class=5
+    )
+    assert len(splits["test"][1]) == 20  # the official test batch stays the test split
+    assert sum(len(splits[s][1]) for s in ("train", "val", "calibration")) == 100
+    assert splits["train"][0].shape[1:] == (3, 32, 32)
+    assert load_info(tmp_path / "data/prepared").classes[0] == "airplane"

@@ -1,0 +1,268 @@
+"""Table of bad inputs across params, data, checkpoints and ONNX files. Each case runs a stage's
+real `main()` through its CLI edge (`run_stage`) in a working folder holding prepared digits
+and a trained teacher, and asserts the exit code, a message naming the culprit, and that no
+file in the folder was written or changed."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from stages.errors import TRANSIENT_EXIT_CODE, run_stage
+from tests.conftest import REPO_ROOT
+
+
+def _params(folder: Path, edit: Callable[[dict], None]) -> None:
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    edit(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _set(section: str, **values) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        def edit(params: dict) -> None:
+            target = params[section]
+            for key, value in values.items():
+                *parents, leaf = key.split("__")
+                node = target
+                for parent in parents:
+                    node = node[parent]
+                node[leaf] = value
+
+        _params(folder, edit)
+
+    return apply
+
+
+def _raw_params(text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / "params.yaml").write_text(text)
+
+
+def _teacher_checkpoint(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Write a user checkpoint with `make` and point teacher.checkpoint at it."""
+
+    def apply(folder: Path) -> None:
+        make(folder / "user_teacher.pt")
+        _set("teacher", checkpoint="user_teacher.pt", epochs=0)(folder)
+
+    return apply
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00not a checkpoint" * 10)
+
+
+def _truncated(path: Path) -> None:
+    data = (path.parent / "models/teacher.pt").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _other_arch(path: Path) -> None:
+    from stages.models import build_model
+
+    torch.save(build_model("mobilenet_v3_small", 10, 1, 16).state_dict(), path)
+
+
+def _extra_keys(path: Path) -> None:
+    state = torch.load(path.parent / "models/teacher.pt", weights_only=True)["state_dict"]
+    state["extra.weight"] = torch.zeros(3)
+    torch.save(state, path)
+
+
+def _pickled_module(path: Path) -> None:
+    torch.save(torch.nn.Linear(2, 2), path)
+
+
+def _corrupt(relative: str, content: bytes = b"corrupt") -> Callable[[Path], None]:
+    return lambda folder: (folder / relative).write_bytes(content)
+
+
+def _remove(relative: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        target = folder / relative
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    return apply
+
+
+def _tiny_calibration(folder: Path) -> None:
+    payload = torch.load(folder / "data/prepared/calibration.pt", weights_only=True)
+    torch.save({k: v[:5] for k, v in payload.items()}, folder / "data/prepared/calibration.pt")
+
+
+def _image_folder(counts: dict[str, int], bad: int = 0) -> Callable[[Path], None]:
+    """An imagefolder source with `counts` random images per class and `bad` unreadable files."""
+
+    def apply(folder: Path) -> None:
+        generator = np.random.default_rng(0)
+        root = folder / "images"
+        for name, count in counts.items():
+            (root / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 255, (12, 12), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{index}.png")
+        for index in range(bad):
+            (root / next(iter(counts)) / f"broken{index}.png").write_bytes(b"\x89PNG broken")
+        _set("data", source="imagefolder", path=str(root), image_size=12, calibration_size=10)(
+            folder
+        )
+
+    return apply
+
+
+def _blocked_output(folder: Path) -> None:
+    """metrics/ is a file, so no metrics file can be written there."""
+    shutil.rmtree(folder / "metrics", ignore_errors=True)
+    (folder / "metrics").write_text("not a folder")
+
+
+CASES = [
+    # params
+    ("typo_key", "prepare", _set("distill", temprature=3.0), 1, ["`distill.temperature`"]),
+    ("typo_section", "prepare", _raw_params("distil:\n  epochs: 2\n"), 1, ["`distill`"]),
+    ("ratio_range", "prepare", _set("prune", target_ratio=1.5), 1, ["prune.target_ratio", "1.5"]),
+    ("negative_epochs", "baseline", _set("teacher", epochs=-1), 1, ["teacher.epochs", "-1"]),
+    ("wrong_type", "baseline", _set("teacher", lr="fast"), 1, ["teacher.lr", "fast"]),
+    ("unknown_source", "prepare", _set("data", source="imagenet"), 1, ["data.source"]),
+    ("qat_lr_zero", "prepare", _set("quantize", qat__lr_scale=0.0), 1, ["quantize.qat.lr_scale"]),
+    ("sparsity_one", "prepare", _set("quantize", sparsity__ratio=1.0), 1, ["sparsity.ratio"]),
+    ("kd_loss", "prepare", _set("distill", kd_loss="l2"), 1, ["distill.kd_loss", "forward_kl"]),
+    ("importance", "prepare", _set("prune", importance="magic"), 1, ["prune.importance", "l1"]),
+    ("objective", "prepare", _set("evaluate", objective="cheap"), 1, ["evaluate.objective"]),
+    ("cron", "prepare", _set("registry", schedule="mondays"), 1, ["registry.schedule"]),
+    ("device", "prepare", _set("compute", device="tpu"), 1, ["compute.device"]),
+    ("not_yaml", "prepare", _raw_params("data: [unclosed\n"), 1, ["not valid YAML"]),
+    ("teacher_arch", "baseline", _set("teacher", arch="resnet1000"), 1, ["resnet1000", "resnet18"]),
+    ("student_arch", "distill", _set("distill", student="tinynet"), 1, ["distill.student"]),
+    # data
+    ("no_path", "prepare", _set("data", source="imagefolder"), 1, ["data.path is required"]),
+    (
+        "missing_folder",
+        "prepare",
+        _set("data", source="imagefolder", path="nowhere"),
+        1,
+        ["nowhere"],
+    ),
+    ("no_cifar", "prepare", _set("data", source="cifar10", path="."), 1, ["CIFAR-10 not found"]),
+    ("one_class", "prepare", _image_folder({"a": 20}), 1, ["at least 2"]),
+    ("empty_class", "prepare", _image_folder({"a": 20, "b": 0}), 1, ["b", "hold no files"]),
+    ("small_class", "prepare", _image_folder({"a": 20, "b": 4}), 1, ["b (4)", "min_per_class"]),
+    (
+        "bad_files",
+        "prepare",
+        _image_folder({"a": 20, "b": 20}, bad=3),
+        1,
+        ["max_bad_fraction", "broken0.png"],
+    ),
+    (
+        "missing_split",
+        "distill",
+        _remove("data/prepared/train.pt"),
+        1,
+        ["train.pt", "dvc repro prepare"],
+    ),
+    ("corrupt_split", "distill", _corrupt("data/prepared/val.pt"), 1, ["val.pt", "unreadable"]),
+    ("tiny_calibration", "quantize", _tiny_calibration, 1, ["calibration.pt", "5 samples"]),
+    # checkpoints and ONNX files
+    (
+        "missing_ckpt",
+        "baseline",
+        _set("teacher", checkpoint="nope.pt"),
+        1,
+        ["nope.pt", "not found"],
+    ),
+    (
+        "garbage_ckpt",
+        "baseline",
+        _teacher_checkpoint(_garbage),
+        1,
+        ["user_teacher.pt", "cannot be loaded"],
+    ),
+    (
+        "truncated_ckpt",
+        "baseline",
+        _teacher_checkpoint(_truncated),
+        1,
+        ["user_teacher.pt", "cannot be loaded"],
+    ),
+    (
+        "other_arch_ckpt",
+        "baseline",
+        _teacher_checkpoint(_other_arch),
+        1,
+        ["user_teacher.pt", "does not fit"],
+    ),
+    (
+        "extra_keys_ckpt",
+        "baseline",
+        _teacher_checkpoint(_extra_keys),
+        1,
+        ["user_teacher.pt", "extra.weight"],
+    ),
+    (
+        "pickled_module",
+        "baseline",
+        _teacher_checkpoint(_pickled_module),
+        1,
+        ["user_teacher.pt", "pickled modules"],
+    ),
+    ("corrupt_teacher", "distill", _corrupt("models/teacher.pt"), 1, ["models/teacher.pt"]),
+    (
+        "missing_teacher",
+        "prune",
+        _remove("models/teacher.pt"),
+        1,
+        ["models/teacher.pt", "not found"],
+    ),
+    ("missing_pruned", "quantize", lambda folder: None, 1, ["models/pruned.pt", "not found"]),
+    (
+        "corrupt_onnx",
+        "evaluate",
+        _corrupt("models/teacher.onnx"),
+        1,
+        ["models/teacher.onnx", "corrupt"],
+    ),
+    # outputs
+    ("blocked_output", "prepare", _blocked_output, TRANSIENT_EXIT_CODE, ["I/O error", "metrics"]),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.md5(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "stage", "setup", "code", "culprits"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input_fails_cleanly(
+    name: str,
+    stage: str,
+    setup: Callable[[Path], None],
+    code: int,
+    culprits: list[str],
+    in_baseline: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    shutil.copy(REPO_ROOT / "params.yaml", in_baseline / "params.yaml")
+    setup(in_baseline)
+    before = _snapshot(in_baseline)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(importlib.import_module(f"stages.{stage}").main)
+    message = capsys.readouterr().err
+    assert exited.value.code == code, message
+    for culprit in culprits:
+        assert culprit in message, f"{name}: '{culprit}' not in: {message}"
+    assert _snapshot(in_baseline) == before, f"{name}: a file was written or changed"
