@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,12 +55,35 @@ class StageRun:
     seconds: float
 
 
-def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """`dvc` with this interpreter's environment first on PATH, so that a flow served from a
-    virtual environment runs that environment's `dvc` and the stages' `python`."""
+def _environment() -> dict[str, str]:
+    """This interpreter's environment first on PATH, so that a flow served from a virtual
+    environment runs that environment's `dvc` and the stages' `python`."""
     bin_dir = str(Path(sys.executable).parent)
-    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
+    return os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["dvc", *args], cwd=repo, capture_output=True, text=True, env=_environment()
+    )
+
+
+def stream_dvc(repo: Path, log: Callable[[str], None], *args: str) -> tuple[int, str]:
+    """Run `dvc` and log its output (and the stage's: epochs, rounds) line by line as it comes,
+    so a long stage shows progress in the Prefect UI. Returns the exit code and the output."""
+    process = subprocess.Popen(
+        ["dvc", *args],
+        cwd=repo,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        log(line.rstrip())
+    return process.wait(), "".join(lines)
 
 
 def pipeline_stages(repo: Path, until: str | None = None) -> list[str]:
@@ -112,23 +136,16 @@ def dvc_stage(repo: Path, stage: str) -> StageRun:
     """`dvc repro --single-item <stage>`: DVC runs it if its deps, params or outs changed."""
     logger = get_run_logger()
     started = time.perf_counter()
-    result = run_dvc(repo, "repro", "--single-item", stage)
+    returncode, output = stream_dvc(repo, logger.info, "repro", "--single-item", stage)
     seconds = time.perf_counter() - started
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
+    if returncode != 0:
         message = f"Stage '{stage}' failed after {seconds:.1f} s:\n{failure_message(output)}"
         logger.error(message)
         if any(pattern in output for pattern in TRANSIENT_PATTERNS):
             raise TransientStageError(message)
         raise StageFailed(message)
-    ran = f"Running stage '{stage}'" in result.stdout
-    logger.info(
-        "Stage '%s' %s in %.1f s\n%s",
-        stage,
-        "ran" if ran else "skipped (up to date)",
-        seconds,
-        output.strip(),
-    )
+    ran = f"Running stage '{stage}'" in output
+    logger.info("Stage '%s' %s in %.1f s", stage, "ran" if ran else "skipped (up to date)", seconds)
     return StageRun(stage, ran, round(seconds, 2))
 
 

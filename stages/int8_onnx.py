@@ -126,12 +126,11 @@ def quantize_biases(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         added_initializers += [
             numpy_helper.from_array(quantized, f"{stem}_int32"),
             numpy_helper.from_array(scale, f"{stem}_scale"),
-            numpy_helper.from_array(np.zeros_like(quantized), f"{stem}_zero_point"),
         ]
         added_nodes.append(
             onnx.helper.make_node(
                 "DequantizeLinear",
-                [f"{stem}_int32", f"{stem}_scale", f"{stem}_zero_point"],
+                [f"{stem}_int32", f"{stem}_scale"],  # zero point omitted: 0, ONNX's default
                 [f"{stem}_dequantized"],
                 axis=0,
             )
@@ -191,23 +190,52 @@ def weight_initializer_types(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-def shorten_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rename every internal tensor and node to a short index. The exporter's names (module
-    paths repeated for each Q/DQ tensor) take about 15 % of a small INT8 file; the graph's
-    input and output names, which callers use, are kept."""
+def compact(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop what a deployed INT8 file does not need, without changing a single value: the
+    zero points of symmetric weights (all 0, ONNX's default), the exporter's Constant nodes
+    (one per Clip bound, the same two values each time) in favour of shared initializers, node
+    names, and long tensor names (module paths repeated for each Q/DQ tensor, about 15 % of a
+    small INT8 file). The graph's input and output names, which callers use, are kept."""
     graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    for node in graph.node:
+        zero_point = initializers.get(node.input[2]) if len(node.input) > 2 else None
+        if (
+            node.op_type == "DequantizeLinear"
+            and node.input[0] in initializers
+            and zero_point is not None
+            and not numpy_helper.to_array(zero_point).any()
+        ):
+            del node.input[2]
+    shared: dict[bytes, str] = {}
+    for node in [
+        n for n in graph.node if n.op_type == "Constant" and n.attribute[0].name == "value"
+    ]:
+        value = node.attribute[0].t
+        key = value.SerializeToString()
+        if key not in shared:
+            shared[key] = node.output[0]
+            value.name = node.output[0]
+            graph.initializer.append(value)
+        for other in graph.node:
+            other.input[:] = [
+                shared[key] if name == node.output[0] else name for name in other.input
+            ]
+        graph.node.remove(node)
+    _drop_unused(graph)
+
     kept = {value.name for value in graph.input} | {value.name for value in graph.output}
     renamed: dict[str, str] = {}
 
     def short(name: str) -> str:
         if not name or name in kept:
             return name
-        return renamed.setdefault(name, f"t{len(renamed)}")
+        return renamed.setdefault(name, np.base_repr(len(renamed), 36).lower())
 
     for tensor in graph.initializer:
         tensor.name = short(tensor.name)
-    for index, node in enumerate(graph.node):
-        node.name = f"n{index}"
+    for node in graph.node:
+        node.name = ""
         node.input[:] = [short(name) for name in node.input]
         node.output[:] = [short(name) for name in node.output]
     del graph.value_info[:]

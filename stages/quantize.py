@@ -39,10 +39,10 @@ from stages.data import (
 from stages.distill import distill_finetune, load_teacher
 from stages.errors import PipelineError, run_stage
 from stages.int8_onnx import (
+    compact,
     fold_weight_quantizers,
     inline_constant_identities,
     quantize_biases,
-    shorten_names,
     weight_initializer_types,
 )
 from stages.models import fold_batchnorm, load_model, read_checkpoint
@@ -98,7 +98,7 @@ def export_int8(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
     export_onnx(stripped, input_shape, path)
     graph, folded = fold_weight_quantizers(inline_constant_identities(onnx.load(str(path))))
     graph, _ = quantize_biases(graph)
-    graph = shorten_names(graph)
+    graph = compact(graph)
     if any(node.op_type == "FakeQuantize" for node in graph.graph.node):
         raise RuntimeError(f"'{path}' still holds FakeQuantize ops that ONNX Runtime cannot run.")
     atomic.write_with(path, lambda tmp: onnx.save(graph, str(tmp)))
