@@ -86,6 +86,7 @@ class DistillParams(Section):
     epochs: int = Field(15, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
+    lr_warmup_epochs: int = Field(3, ge=0, le=1000)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     seed: int = 0
 

@@ -78,6 +78,7 @@ def distill_finetune(
     name: str,
     device: str = "cpu",
     max_grad_norm: float | None = None,
+    warmup_epochs: int = 0,
 ) -> FitResult:
     """Train `student` with the distillation loss through the shared loop: used by distillation
     itself, by each pruning round's fine-tuning and by QAT."""
@@ -96,6 +97,7 @@ def distill_finetune(
             on_epoch_start=objective.set_epoch,
             device=device,
             max_grad_norm=max_grad_norm,
+            warmup_epochs=warmup_epochs,
         )
     finally:
         objective.close()
@@ -185,6 +187,7 @@ def distill(
         params.lr,
         "distill",
         device,
+        warmup_epochs=params.lr_warmup_epochs,
     )
     if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
         raise RuntimeError("The teacher changed during distillation; it must stay frozen.")
@@ -270,6 +273,7 @@ def train_control(
         params.weight_decay,
         "control",
         device=device,
+        warmup_epochs=params.lr_warmup_epochs,
     )
 
     def build(folder: Path) -> None:
