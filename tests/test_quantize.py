@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from stages.baseline import TEACHER_CHECKPOINT
 from stages.config import (
     BenchmarkParams,
     DistillParams,
@@ -26,7 +27,7 @@ from stages.config import (
 from stages.data import load_info, normalized_dataset
 from stages.distill import distill
 from stages.errors import PipelineError
-from stages.models import build_model, fold_batchnorm
+from stages.models import build_model, fold_batchnorm, load_model
 from stages.onnx_export import export_onnx
 from stages.prune import prune
 from stages.quantization import load_qat_checkpoint, post_training_quantize, resolve_keep_fp32
@@ -44,16 +45,17 @@ SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def resnet_int8(prepared_workdir: Path, tmp_path_factory) -> dict:
-    """A resnet18 PTQ-quantized on the real calibration split and exported both ways."""
+def resnet_int8(baseline_workdir: Path, tmp_path_factory) -> dict:
+    """The two-epoch resnet18 teacher, PTQ-quantized on the real calibration split and exported
+    both ways. A trained network, not a random one: a random network's logits are near-ties, so
+    agreement between runtimes would measure float rounding on this CPU, not the export."""
     folder = tmp_path_factory.mktemp("int8")
-    info = load_info(prepared_workdir / "data/prepared")
-    calibration = normalized_dataset(
-        "calibration", info, prepared_workdir / "data/prepared"
-    ).tensors[0]
-    test = normalized_dataset("test", info, prepared_workdir / "data/prepared").tensors[0][:200]
-    torch.manual_seed(0)
-    model = build_model("resnet18", 10, 1, 8).eval()
+    prepared = baseline_workdir / "data/prepared"
+    info = load_info(prepared)
+    calibration = normalized_dataset("calibration", info, prepared).tensors[0]
+    test = normalized_dataset("test", info, prepared).tensors[0][:200]
+    model, _ = load_model(baseline_workdir / TEACHER_CHECKPOINT)
+    model.eval()
     export_onnx(model, SHAPE, folder / "fp32.onnx")
     keep = resolve_keep_fp32(model, ["first_conv", "classifier"], 10)
     fold_batchnorm(model)
