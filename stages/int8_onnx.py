@@ -190,13 +190,8 @@ def weight_initializer_types(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-def compact(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop what a deployed INT8 file does not need, without changing a single value: the
-    zero points of symmetric weights (all 0, ONNX's default), the exporter's Constant nodes
-    (one per Clip bound, the same two values each time) in favour of shared initializers, node
-    names, and long tensor names (module paths repeated for each Q/DQ tensor, about 15 % of a
-    small INT8 file). The graph's input and output names, which callers use, are kept."""
-    graph = model.graph
+def _drop_zero_weight_zero_points(graph: onnx.GraphProto) -> None:
+    """Symmetric weights dequantize with an all-zero zero point: ONNX's default when omitted."""
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     for node in graph.node:
         zero_point = initializers.get(node.input[2]) if len(node.input) > 2 else None
@@ -207,21 +202,38 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
             and not numpy_helper.to_array(zero_point).any()
         ):
             del node.input[2]
+
+
+def _share_constants(graph: onnx.GraphProto) -> None:
+    """Replace the exporter's Constant nodes (one per Clip bound, the same two values each
+    time) by one initializer per distinct value."""
     shared: dict[bytes, str] = {}
-    for node in [
-        n for n in graph.node if n.op_type == "Constant" and n.attribute[0].name == "value"
-    ]:
+    replacements: dict[str, str] = {}
+    kept_nodes = []
+    for node in graph.node:
+        if node.op_type != "Constant" or node.attribute[0].name != "value":
+            kept_nodes.append(node)
+            continue
         value = node.attribute[0].t
         key = value.SerializeToString()
         if key not in shared:
-            shared[key] = node.output[0]
-            value.name = node.output[0]
+            shared[key] = value.name = node.output[0]
             graph.initializer.append(value)
-        for other in graph.node:
-            other.input[:] = [
-                shared[key] if name == node.output[0] else name for name in other.input
-            ]
-        graph.node.remove(node)
+        replacements[node.output[0]] = shared[key]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    for node in graph.node:
+        node.input[:] = [replacements.get(name, name) for name in node.input]
+
+
+def compact(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop what a deployed INT8 file does not need, without changing a single value: zero
+    points of symmetric weights, repeated Constant nodes, node names, and long tensor names
+    (module paths repeated for each Q/DQ tensor, about 15 % of a small INT8 file). The graph's
+    input and output names, which callers use, are kept."""
+    graph = model.graph
+    _drop_zero_weight_zero_points(graph)
+    _share_constants(graph)
     _drop_unused(graph)
 
     kept = {value.name for value in graph.input} | {value.name for value in graph.output}

@@ -95,9 +95,9 @@ def fit(
 ) -> FitResult:
     """SGD with Nesterov momentum and a cosine schedule after `warmup_epochs` of linear warm-up
     (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs
-    or land several points lower, depending on the CPU's rounding); restores the weights of the epoch with
-    the best validation accuracy (epoch 0 = the weights as given; ties go to the later epoch,
-    since a small validation set saturates long before the schedule ends). Trains on `device`
+    or land several points lower, depending on the CPU's rounding); restores the weights of the
+    epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
+    epoch, since a small validation set saturates long before the schedule ends). Trains on `device`
     and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
     clips the gradient norm: QAT of a network whose batch norms are folded into its weights
     has no normalisation left and diverges without it."""
