@@ -7,18 +7,18 @@ in one process (interleaved rounds), with ratios against the fp32 teacher and th
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from stages.benchmark import compare_onnx_latency
-from stages.data import load_info
+from compress.artifacts import Artifacts
+from compress.benchmark import compare_onnx_latency
+from compress.data import load_info
 
-MODELS = {
-    "teacher fp32": "models/teacher.onnx",
-    "teacher int8 (PTQ)": "models/teacher_int8.onnx",
-    "control student": "models/control/control.onnx",
-    "distilled student": "models/student.onnx",
-    "pruned student": "models/pruned.onnx",
-    "quantized student (QAT int8)": "models/quantized.onnx",
+LABELS = {
+    "teacher_fp32": "teacher fp32",
+    "teacher_int8": "teacher int8 (PTQ)",
+    "control": "control student",
+    "distilled": "distilled student",
+    "pruned": "pruned student",
+    "quantized": "quantized student (QAT int8)",
 }
 
 
@@ -29,8 +29,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="timed runs per model and batch size")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = parser.parse_args()
-    present = {name: path for name, path in MODELS.items() if Path(path).is_file()}
-    info = load_info()
+    artifacts = Artifacts.here()
+    present = {
+        LABELS[name]: path for name, path in artifacts.candidates().items() if path.is_file()
+    }
+    info = load_info(artifacts.prepared_dir)
     latency = compare_onnx_latency(
         present,
         info.input_shape,
@@ -40,7 +43,7 @@ def main() -> None:
         threads=args.threads,
         repeats=10,
     )
-    sizes = {name: Path(path).stat().st_size for name, path in present.items()}
+    sizes = {name: path.stat().st_size for name, path in present.items()}
     references = [ref for ref in ("teacher fp32", "pruned student") if ref in present]
     header = f"{'model':30} {'size MB':>8} {'p50 b1 ms':>10} {'p50 b32 ms':>11}"
     header += "".join(

@@ -28,8 +28,9 @@ from prefect.artifacts import (
 )
 from prefect.tasks import exponential_backoff
 
-from stages.config import check_all
-from stages.errors import TRANSIENT_EXIT_CODE
+from compress.artifacts import Artifacts
+from compress.errors import TRANSIENT_EXIT_CODE
+from compress.params import load_params
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
 # or a stage that exited with the transient code (an I/O error).
@@ -177,7 +178,8 @@ def dvc_experiment(repo: Path, overrides: dict[str, Any], until: str | None) -> 
 
 def publish_results(repo: Path) -> None:
     """Table of candidates, the gate decision with the report, links to the Pareto plots."""
-    evaluation = repo / "metrics/evaluate.json"
+    artifacts = Artifacts(repo)
+    evaluation = artifacts.evaluate_metrics
     if not evaluation.exists():
         return
     candidates = json.loads(evaluation.read_text())["candidates"]
@@ -192,8 +194,7 @@ def publish_results(repo: Path) -> None:
         for name, figures in candidates.items()
     ]
     create_table_artifact(key="compression-candidates", table=rows, description="All candidates")
-    shipped = repo / "models/shipped.json"
-    report = repo / "reports/compression.md"
+    shipped, report = artifacts.shipped_json, artifacts.report
     decision = json.loads(shipped.read_text()) if shipped.exists() else {}
     create_markdown_artifact(
         key="compression-decision",
@@ -203,11 +204,10 @@ def publish_results(repo: Path) -> None:
         ),
         description="Acceptance gate decision and the compression report",
     )
-    for plot in ("pareto_size", "pareto_latency"):
-        path = (repo / f"plots/evaluate/{plot}.png").resolve()
-        if path.exists():
+    for plot in (artifacts.pareto_size_plot, artifacts.pareto_latency_plot):
+        if plot.exists():
             create_link_artifact(
-                key=plot.replace("_", "-"), link=path.as_uri(), link_text=f"{plot}.png"
+                key=plot.stem.replace("_", "-"), link=plot.resolve().as_uri(), link_text=plot.name
             )
 
 
@@ -218,7 +218,7 @@ def compress(
     """Run the pipeline's DVC stages as tasks. `until`: stop after this stage (and what it
     needs). `params`: overrides such as {"prune.target_ratio": 0.6}, run as a DVC experiment."""
     root = Path(repo).resolve()
-    check_all(root / "params.yaml")
+    load_params(Artifacts(root).params_file)
     if params:
         name = dvc_experiment(root, params, until)
         return [{"experiment": name}]

@@ -15,15 +15,16 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
+from compress.artifacts import Artifacts
+from compress.params import load_params
+from compress.runner import run_stage
 from flows.update_cycle import update_cycle
-from stages.config import RegistryParams, load
-from stages.errors import run_stage
 
 DEPLOYMENT_NAME = "scheduled"
 
 
 def build_deployment(repo: Path) -> RunnerDeployment:
-    settings = load("registry", RegistryParams, repo / "params.yaml")
+    settings = load_params(Artifacts(repo).params_file).registry
     return update_cycle.to_deployment(
         name=DEPLOYMENT_NAME,
         schedule=Cron(settings.schedule, timezone=settings.timezone),

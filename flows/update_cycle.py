@@ -20,14 +20,13 @@ from gto.exceptions import ArtifactNotFound
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from compress.artifacts import Artifacts
+from compress.benchmark import compare_onnx_latency
+from compress.data import load_info, load_split, normalize
+from compress.decision import promotion_decision
+from compress.onnx_runtime import onnx_accuracy
+from compress.params import RegistryParams, load_params
 from flows.compress import StageFailed, compress, run_dvc
-from stages.benchmark import compare_onnx_latency
-from stages.config import EvaluateParams, RegistryParams, load
-from stages.data import load_info, load_split, normalize
-from stages.decision import promotion_decision
-from stages.evaluate import SHIPPED_JSON, SHIPPED_ONNX, run_logits
-
-DECISIONS_FILE = Path("registry/decisions.jsonl")
 
 
 def md5(path: Path) -> str:
@@ -64,7 +63,8 @@ def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> di
     version = found[0] if isinstance(found, list) else found
     commit = version.commit_hexsha
     copy = workdir / "production.onnx"
-    result = run_dvc(repo, "get", ".", str(SHIPPED_ONNX), "--rev", commit, "-o", str(copy))
+    shipped = str(Artifacts.outs()["shipped_onnx"])
+    result = run_dvc(repo, "get", ".", shipped, "--rev", commit, "-o", str(copy))
     if result.returncode != 0:
         raise StageFailed(
             f"The production model {artifact}@{version.version} (commit {commit[:8]}) is not "
@@ -80,14 +80,14 @@ def measure_side_by_side(
 ) -> dict[str, dict]:
     """Accuracy on the prepared test split, size and ORT latency at batch 1 (interleaved), for
     both models in this one process."""
-    prepared = repo / "data/prepared"
+    prepared = Artifacts(repo).prepared_dir
     info = load_info(prepared)
     raw_images, labels = load_split("test", prepared)
     images, labels = normalize(raw_images, info).numpy(), labels.numpy()
     latency = compare_onnx_latency(models, info.input_shape, [1], 5, timed_runs, threads, 3)
     return {
         name: {
-            "accuracy": float((run_logits(path, images, threads).argmax(axis=1) == labels).mean()),
+            "accuracy": onnx_accuracy(path, images, labels, threads)[0],
             "size_bytes": path.stat().st_size,
             "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
             "md5": md5(path),
@@ -121,7 +121,7 @@ def promote(repo: Path, settings: RegistryParams, figures: dict) -> str:
 
 def record(repo: Path, decision: dict) -> None:
     """Append to registry/decisions.jsonl and publish the decision in the Prefect UI."""
-    path = repo / DECISIONS_FILE
+    path = Artifacts(repo).decisions_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as log_file:
         log_file.write(json.dumps(decision, sort_keys=True) + "\n")
@@ -142,8 +142,9 @@ def update_cycle(repo: str = ".") -> dict:
     """Pull, run the compress flow, compare the new shipped model with production on the same
     test set, promote it through the registry when it is better, and record the decision."""
     root = Path(repo).resolve()
-    settings = load("registry", RegistryParams, root / "params.yaml")
-    evaluation = load("evaluate", EvaluateParams, root / "params.yaml")
+    artifacts = Artifacts(root)
+    params = load_params(artifacts.params_file)
+    settings, evaluation = params.registry, params.evaluate
     logger = get_run_logger()
     pull_from_remote(root)
     decision: dict = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -153,10 +154,10 @@ def update_cycle(repo: str = ".") -> dict:
         decision |= {"action": "kept", "reason": f"the pipeline stopped: {error}"}
         record(root, decision)
         raise
-    shipped = json.loads((root / SHIPPED_JSON).read_text())
+    shipped = json.loads(artifacts.shipped_json.read_text())
     with tempfile.TemporaryDirectory() as workdir:
         production = production_model(root, settings.artifact, settings.stage, Path(workdir))
-        models = {"new": root / SHIPPED_ONNX}
+        models = {"new": artifacts.shipped_onnx}
         if production is not None and md5(production["path"]) == md5(models["new"]):
             decision |= {"action": "kept", "reason": "nothing changed"}
         else:

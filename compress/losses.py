@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stages.errors import PipelineError
+from compress.errors import PipelineError
 
 
 def forward_kl(

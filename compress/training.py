@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from compress.errors import PipelineError
+
 log = logging.getLogger(__name__)
 
 # objective(model, images, labels) -> scalar loss; it runs the forward pass itself so that
@@ -41,8 +43,6 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(name: str) -> str:
     """`compute.device`: `auto` picks CUDA when a GPU is visible, else the CPU."""
-    from stages.errors import PipelineError
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

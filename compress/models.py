@@ -1,21 +1,13 @@
-"""Torchvision classifiers by name, adapted to small inputs, and their checkpoints.
-
-Checkpoints are plain dicts of tensors and primitives so that they load with
-`torch.load(..., weights_only=True)`; `arch` and the input shape travel with the weights.
-"""
+"""Torchvision classifiers by name, adapted to small inputs: building, counting and folding."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch_pruning as tp
 import torchvision
 from torch import nn
 
-from stages import atomic
-from stages.errors import PipelineError
+from compress.errors import PipelineError
 
 SMALL_IMAGE = 64  # at or below this side length the stem keeps full resolution
 
@@ -90,98 +82,6 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, int, int]) -> tu
 
 def state_dict_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    arch: str,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    **extra: Any,
-) -> None:
-    payload = {
-        "arch": arch,
-        "num_classes": num_classes,
-        "input_shape": list(input_shape),
-        "state_dict": model.state_dict(),
-        **extra,
-    }
-    atomic.save_torch(path, payload)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint safely; a bare state dict is accepted and wrapped."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(
-            f"Checkpoint '{path}' not found; check the path or run the stage that makes it."
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise PipelineError(
-            f"Checkpoint '{path}' cannot be loaded safely ({error.__class__.__name__}: "
-            f"{str(error).splitlines()[0][:200]}). It must be a state dict or a dict of tensors saved "
-            "with torch.save (whole pickled modules are refused); re-save or re-create it."
-        ) from error
-    if (
-        isinstance(payload, dict)
-        and "state_dict" not in payload
-        and all(isinstance(v, torch.Tensor) for v in payload.values())
-    ):
-        payload = {"state_dict": payload}
-    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
-        raise PipelineError(f"Checkpoint '{path}' holds no state dict; save `model.state_dict()`.")
-    return payload
-
-
-def load_weights(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, arch: str
-) -> None:
-    """load_state_dict with an error that names the file and what does not match."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
-            for label, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches (file vs model)", mismatched),
-            )
-            if items
-        ]
-        raise PipelineError(
-            f"Checkpoint '{source}' does not fit a '{arch}' for this data: {'; '.join(parts)}. "
-            "Check the architecture name, the number of classes and the input channels in params.yaml."
-        )
-    model.load_state_dict(state_dict)
-
-
-def load_model(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by save_checkpoint; a pruned one is rebuilt by replaying its
-    pruning history on a fresh model of its architecture before the weights are loaded."""
-    payload = read_checkpoint(path)
-    arch = arch or payload.get("arch")
-    if not arch or "input_shape" not in payload:
-        raise PipelineError(f"Checkpoint '{path}' lacks its architecture and input shape metadata.")
-    channels, image_size, _ = payload["input_shape"]
-    model = build_model(arch, int(payload["num_classes"]), int(channels), int(image_size))
-    if payload.get("pruning_history"):
-        from stages.pruning import replay_pruning
-
-        replay_pruning(
-            model, (int(channels), int(image_size), int(image_size)), payload["pruning_history"]
-        )
-    load_weights(model, payload["state_dict"], path, arch)
-    return model.eval(), payload
 
 
 DEAD_CHANNEL_VARIANCE = 1e-9  # running variance below which a BN channel's input was constant

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from compress.params import AcceptanceGate
+
 # objective name -> key that orders passing candidates (smaller is better)
 OBJECTIVES: dict[str, Callable[[dict], float]] = {
     "smallest": lambda c: c["size_bytes"],
@@ -87,3 +89,45 @@ def promotion_decision(
     if new_cost < production_cost:
         return "promoted", f"better on '{objective}': {new_cost:g} vs {production_cost:g}"
     return "kept", f"not better on '{objective}': {new_cost:g} vs {production_cost:g} in production"
+
+
+def gate_decision(
+    results: dict[str, dict], reference: str, gate: AcceptanceGate, objective: str
+) -> dict:
+    """Every candidate but the reference through the acceptance gate; the best passing one by
+    the objective is shipped. The summary says why, or which candidate came closest and what
+    it missed by."""
+    failures = {
+        name: gate_failures(
+            figures,
+            results[reference],
+            gate.max_accuracy_drop,
+            gate.max_class_drop,
+            gate.max_ece_increase,
+        )
+        for name, figures in results.items()
+        if name != reference
+    }
+    shipped = choose({n: results[n] for n in failures}, failures, objective)
+    if shipped:
+        summary = (
+            f"Shipped **{shipped}**: passes the gate (max drop {gate.max_accuracy_drop * 100:.1f} pt, "
+            f"max class drop {gate.max_class_drop * 100:.1f} pt, max ECE increase {gate.max_ece_increase}) "
+            f"and is the {objective.replace('_', ' ')} of the "
+            f"{sum(not f for f in failures.values())} that pass."
+        )
+    else:
+        name, criterion, amount = (
+            closest_failure(failures) if failures else (reference, "none", 0.0)
+        )
+        in_points = criterion != "max_ece_increase"
+        summary = (
+            f"No candidate passes the gate; the closest, '{name}', misses evaluate.gate.{criterion} "
+            f"by {amount * 100 if in_points else amount:.3g}{' pt' if in_points else ''}."
+        )
+    return {
+        "objective": objective,
+        "shipped": shipped,
+        "gate_failures": failures,
+        "summary": summary,
+    }

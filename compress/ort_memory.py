@@ -1,4 +1,4 @@
-"""Runs as `python -m stages.ort_memory REQUEST_JSON` in a child process that imports nothing
+"""Runs as `python -m compress.ort_memory REQUEST_JSON` in a child process that imports nothing
 heavier than onnxruntime, so the RSS it reports is the runtime plus the model, not torch."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+from compress.onnx_runtime import ort_session
 
 
 def _high_water_mark_bytes() -> int:
@@ -28,10 +29,7 @@ def _rss_bytes() -> int:
 
 def measure(path: str, input_shape: tuple[int, ...], batch: int, threads: int) -> dict[str, float]:
     before = _rss_bytes()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads)
     feed = {session.get_inputs()[0].name: np.zeros((batch, *input_shape), dtype=np.float32)}
     for _ in range(3):
         session.run(None, feed)

@@ -21,6 +21,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from compress import ort_memory
+from compress.onnx_runtime import ort_session
+
 
 def time_runs(run: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
     """Seconds per call over `runs` timed calls after `warmup` untimed ones."""
@@ -42,14 +45,6 @@ def summarize(samples: np.ndarray, batch_size: int) -> dict[str, float]:
         "p99_ms": round(float(p99), 4),
         "throughput_per_s": round(batch_size / float(np.median(samples)), 2),
     }
-
-
-def ort_session(path: str | Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_latency(
@@ -146,7 +141,7 @@ def onnx_peak_memory(
         {"path": str(path), "input_shape": list(input_shape), "batch": batch, "threads": threads}
     )
     completed = subprocess.run(
-        [sys.executable, "-m", "stages.ort_memory", request],
+        [sys.executable, "-m", ort_memory.__name__, request],
         capture_output=True,
         text=True,
         check=False,

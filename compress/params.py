@@ -1,18 +1,31 @@
 """The params.yaml schema: one pydantic model per section, checked at the edge of every stage so
-a typo or an out-of-range value fails before any work starts, naming the key and the fix."""
+a typo or an out-of-range value fails before any work starts, naming the key and the fix.
+
+Choices are `Literal`s (a test keeps them equal to the registries that implement them) and the
+defaults are params.yaml's values (also tested), so this module imports no implementation: checking
+a params file needs neither torch nor Prefect."""
 
 from __future__ import annotations
 
 import difflib
+from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stages.errors import PipelineError
+from compress.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+
+
+# Names chosen through registries in the library (losses, pruning); a test keeps them equal.
+TemperatureSchedule = Literal["constant", "linear"]
+Divergence = Literal["forward_kl", "reverse_kl"]
+Importance = Literal["l1", "l2", "bn_scale", "taylor", "random"]
 
 
 class Section(BaseModel):
@@ -27,7 +40,7 @@ class AugmentParams(Section):
 class DataParams(Section):
     source: Literal["digits", "imagefolder", "cifar10"] = "digits"
     path: str | None = None
-    image_size: int | None = Field(None, ge=4, le=1024)
+    image_size: int | None = Field(16, ge=4, le=1024)
     channels: Literal[1, 3] | None = None
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
@@ -48,7 +61,7 @@ class DataParams(Section):
 class TeacherParams(Section):
     arch: str = "resnet18"
     checkpoint: str | None = None
-    epochs: int = Field(8, ge=0, le=1000)
+    epochs: int = Field(15, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
@@ -74,35 +87,21 @@ class FeatureKDParams(Section):
 
 
 class DistillParams(Section):
-    student: str = "mobilenet_v3_small"
+    student: str = "mobilenet_v2"
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(4.0, gt=0.0, le=100.0)
-    temperature_schedule: str = "constant"
+    temperature_schedule: TemperatureSchedule = "constant"
     temperature_start: float = Field(8.0, gt=0.0, le=100.0)
     temperature_end: float = Field(2.0, gt=0.0, le=100.0)
-    kd_loss: str = "forward_kl"
+    kd_loss: Divergence = "forward_kl"
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
-    epochs: int = Field(15, ge=0, le=1000)
+    epochs: int = Field(30, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
-    lr: float = Field(0.05, gt=0.0, le=10.0)
+    lr: float = Field(0.02, gt=0.0, le=10.0)
     lr_warmup_epochs: int = Field(3, ge=0, le=1000)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     seed: int = 0
-
-    @field_validator("temperature_schedule")
-    @classmethod
-    def _known_schedule(cls, name: str) -> str:
-        from stages.losses import TEMPERATURE_SCHEDULES
-
-        return _known(name, TEMPERATURE_SCHEDULES)
-
-    @field_validator("kd_loss")
-    @classmethod
-    def _known_divergence(cls, name: str) -> str:
-        from stages.losses import DIVERGENCES
-
-        return _known(name, DIVERGENCES)
 
     def temperatures(self) -> tuple[float, float]:
         """(start, end) of the schedule; a constant schedule uses `temperature` throughout."""
@@ -112,23 +111,16 @@ class DistillParams(Section):
 
 
 class PruneParams(Section):
-    importance: str = "l1"
-    target_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    importance: Importance = "l1"
+    target_ratio: float = Field(0.7, gt=0.0, lt=1.0)
     rounds: int = Field(4, ge=1, le=100)
-    finetune_epochs: int = Field(4, ge=0, le=1000)
-    lr_scale: float = Field(0.5, gt=0.0, le=10.0)
+    finetune_epochs: int = Field(10, ge=0, le=1000)
+    lr_scale: float = Field(1.0, gt=0.0, le=10.0)
     global_pruning: bool = False
     max_layer_ratio: float = Field(0.8, gt=0.0, le=1.0)
     round_to: int | None = Field(8, ge=1, le=256)
     taylor_batches: int = Field(4, ge=1, le=1000)
     seed: int = 0
-
-    @field_validator("importance")
-    @classmethod
-    def _known_importance(cls, name: str) -> str:
-        from stages.pruning import IMPORTANCES
-
-        return _known(name, IMPORTANCES)
 
 
 class QATParams(Section):
@@ -184,38 +176,35 @@ class RegistryParams(Section):
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> RegistryParams:
-        from prefect.client.schemas.schedules import CronSchedule
-
+        """The cron grammar Prefect's scheduler uses (cronsim) and an IANA time zone."""
         try:
-            CronSchedule(cron=self.schedule, timezone=self.timezone)
-        except ValueError as error:
+            CronSim(self.schedule, datetime.now(ZoneInfo(self.timezone)))
+        except (CronSimError, ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError(
                 f"registry.schedule '{self.schedule}' / registry.timezone '{self.timezone}' is "
-                "not a valid cron schedule (e.g. '0 3 * * 1' and 'UTC')"
+                f"not a valid cron schedule ({error}; e.g. '0 3 * * 1' and 'UTC')"
             ) from error
         return self
 
 
-def _known(name: str, registry: dict) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown name '{name}'; valid: {', '.join(registry)}")
-    return name
+class Params(Section):
+    """The whole params.yaml, one attribute per section."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    teacher: TeacherParams = Field(default_factory=TeacherParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    prune: PruneParams = Field(default_factory=PruneParams)
+    quantize: QuantizeParams = Field(default_factory=QuantizeParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    compute: ComputeParams = Field(default_factory=ComputeParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
 
 
 SECTIONS: dict[str, type[Section]] = {
-    "data": DataParams,
-    "teacher": TeacherParams,
-    "gate": GateParams,
-    "benchmark": BenchmarkParams,
-    "distill": DistillParams,
-    "prune": PruneParams,
-    "quantize": QuantizeParams,
-    "evaluate": EvaluateParams,
-    "compute": ComputeParams,
-    "registry": RegistryParams,
+    name: field.annotation for name, field in Params.model_fields.items()
 }
-
-S = TypeVar("S", bound=Section)
 
 
 def read_params(path: Path = PARAMS_FILE) -> dict:
@@ -232,7 +221,7 @@ def read_params(path: Path = PARAMS_FILE) -> dict:
     return raw
 
 
-def _explain(section: str, model: type[Section], error: ValidationError, path: Path) -> str:
+def _explain(section: str, model: type[Section], error: ValidationError) -> list[str]:
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in (section, *problem["loc"]))
@@ -245,30 +234,10 @@ def _explain(section: str, model: type[Section], error: ValidationError, path: P
             lines.append(f"`{key}` = {problem.get('input')!r}: {problem['msg']}.")
         else:
             lines.append(f"`{section}`: {problem['msg']}.")
-    return f"Invalid params in '{path}': " + " ".join(lines)
+    return lines
 
 
-def load_section(section: str, path: Path = PARAMS_FILE) -> Section:
-    """Validate one section of params.yaml and return it with defaults filled in."""
-    model = SECTIONS[section]
-    raw = read_params(path).get(section) or {}
-    try:
-        return model.model_validate(raw)
-    except ValidationError as error:
-        raise PipelineError(_explain(section, model, error, path)) from None
-
-
-def load(section: str, model: type[S], path: Path = PARAMS_FILE) -> S:
-    """Typed shortcut: `load("data", DataParams)`."""
-    params = load_section(section, path)
-    assert isinstance(params, model)
-    return params
-
-
-def check_all(path: Path = PARAMS_FILE) -> None:
-    """Validate every section of a params file, and flag unknown sections, reporting all
-    problems at once."""
-    raw = read_params(path)
+def _unknown_sections(raw: dict) -> list[str]:
     problems = []
     for section in raw:
         if section not in SECTIONS:
@@ -277,10 +246,20 @@ def check_all(path: Path = PARAMS_FILE) -> None:
             problems.append(
                 f"unknown section `{section}`.{hint} Valid sections: {', '.join(SECTIONS)}."
             )
-    for section in SECTIONS:
+    return problems
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Validate the whole params file, reporting every problem at once, and return it with the
+    defaults filled in: a typo in any section fails before any work."""
+    raw = read_params(path)
+    problems = _unknown_sections(raw)
+    sections = {}
+    for name, model in SECTIONS.items():
         try:
-            load_section(section, path)
-        except PipelineError as error:
-            problems.append(str(error).removeprefix(f"Invalid params in '{path}': "))
+            sections[name] = model.model_validate(raw.get(name) or {})
+        except ValidationError as error:
+            problems += _explain(name, model, error)
     if problems:
         raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
+    return Params(**sections)

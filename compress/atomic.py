@@ -1,5 +1,7 @@
 """Write outs to a temporary file next to the target and rename it into place, so a killed
-or failed run never leaves a half-written out that DVC or a later stage could take as valid."""
+or failed run never leaves a half-written out that DVC or a later stage could take as valid.
+Every out gets the mode the user's umask gives a new file (0644 under umask 022), not the
+owner-only mode of a temporary file, so a model server or a teammate can read it."""
 
 from __future__ import annotations
 
@@ -14,9 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from compress.errors import PipelineError
 
-from stages.errors import PipelineError
+
+def new_file_mode(directory: bool = False) -> int:
+    """The mode `open()` / `mkdir()` would give a new file or folder under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextmanager
@@ -27,6 +34,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         os.close(handle)
+        os.chmod(tmp_name, new_file_mode())
     except OSError as error:
         raise PipelineError(
             f"Cannot write '{target}': {error.strerror}. Check that the folder "
@@ -59,17 +67,13 @@ def write_text(target: str | Path, text: str) -> None:
     write_with(target, lambda tmp: tmp.write_text(text))
 
 
-def save_torch(target: str | Path, payload: Any) -> None:
-    write_with(target, lambda tmp: torch.save(payload, tmp))
-
-
 def replace_dir(target: str | Path, builder: Callable[[Path], None]) -> None:
     """Build a whole folder out in a temporary sibling, then swap it in."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tmp_dir.chmod(0o755)
+        tmp_dir.chmod(new_file_mode(directory=True))
         builder(tmp_dir)
         if target.exists():
             shutil.rmtree(target)

@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
-from stages.errors import PipelineError
+from compress.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test", "calibration")
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass
@@ -202,7 +202,7 @@ class DatasetInfo:
         return (self.channels, self.image_size, self.image_size)
 
 
-def load_info(prepared_dir: Path = PREPARED_DIR) -> DatasetInfo:
+def load_info(prepared_dir: Path) -> DatasetInfo:
     meta_file = prepared_dir / "meta.json"
     if not meta_file.is_file():
         raise PipelineError(f"'{meta_file}' not found: run `dvc repro prepare` first.")
@@ -210,7 +210,7 @@ def load_info(prepared_dir: Path = PREPARED_DIR) -> DatasetInfo:
     return DatasetInfo(**{key: meta[key] for key in DatasetInfo.__dataclass_fields__})
 
 
-def load_split(name: str, prepared_dir: Path = PREPARED_DIR) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(name: str, prepared_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw images in [0, 1] and labels of one prepared split."""
     file = prepared_dir / f"{name}.pt"
     if not file.is_file():
@@ -231,9 +231,7 @@ def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (images - mean) / std
 
 
-def normalized_dataset(
-    name: str, info: DatasetInfo, prepared_dir: Path = PREPARED_DIR
-) -> TensorDataset:
+def normalized_dataset(name: str, info: DatasetInfo, prepared_dir: Path) -> TensorDataset:
     images, labels = load_split(name, prepared_dir)
     return TensorDataset(normalize(images, info), labels)
 
@@ -269,12 +267,19 @@ def train_augmentation(
 
 
 def training_dataset(
-    info: DatasetInfo, augment: v2.Transform | None, prepared_dir: Path = PREPARED_DIR
+    info: DatasetInfo, crop_padding: int, horizontal_flip: bool, prepared_dir: Path
 ) -> Dataset:
+    """The train split with the `data.augment` augmentations, normalized per sample."""
+    augment = train_augmentation(crop_padding, horizontal_flip, info.image_size)
     if augment is None:
         return normalized_dataset("train", info, prepared_dir)
     images, labels = load_split("train", prepared_dir)
     return AugmentedDataset(images, labels, info, augment)
+
+
+def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path) -> DataLoader:
+    """A split in its stored order, for validation and test figures."""
+    return make_loader(normalized_dataset(name, info, prepared_dir), EVAL_BATCH_SIZE, shuffle=False)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

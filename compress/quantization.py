@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import nncf
+import onnx
 import torch
 from nncf.quantization.advanced_parameters import (
     AdvancedQuantizationParameters,
@@ -20,9 +21,18 @@ from nncf.torch.function_hook.wrapper import get_hook_storage
 from nncf.torch.model_graph_manager import get_module_by_name, split_const_name
 from torch import nn
 
-from stages.errors import PipelineError
-from stages.models import build_model, fold_batchnorm, read_checkpoint, save_checkpoint
-from stages.pruning import classifier_layer, replay_pruning
+from compress import atomic
+from compress.checkpoints import read_checkpoint, rebuild_architecture, save_checkpoint
+from compress.errors import PipelineError
+from compress.int8_onnx import (
+    compact,
+    fold_weight_quantizers,
+    inline_constant_identities,
+    quantize_biases,
+)
+from compress.models import fold_batchnorm
+from compress.onnx_export import export_onnx, load_onnx
+from compress.pruning import classifier_layer
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
@@ -149,20 +159,43 @@ def load_qat_checkpoint(path: Path) -> nn.Module:
         raise PipelineError(
             f"'{path}' is not a QAT checkpoint (no NNCF config); run `dvc repro quantize`."
         )
-    float_checkpoint = {key: value for key, value in payload.items() if key != "nncf_config"}
-    model = _float_model(float_checkpoint, path)
+    model = rebuild_architecture(payload, path).eval()
+    fold_batchnorm(model)  # the QAT model was quantized after its batch norms were folded
     quantized = nncf.torch.load_from_config(model, json.loads(payload["nncf_config"]))
     quantized.load_state_dict(payload["state_dict"])
     return quantized.eval()
 
 
-def _float_model(payload: dict, path: Path) -> nn.Module:
-    """The pruned architecture with batch norms folded, weights not yet loaded."""
-    channels, image_size, _ = payload["input_shape"]
-    shape = (int(channels), int(image_size), int(image_size))
-    model = build_model(payload["arch"], int(payload["num_classes"]), shape[0], shape[1])
-    if payload.get("pruning_history"):
-        replay_pruning(model, shape, payload["pruning_history"])
-    model.eval()
-    fold_batchnorm(model)
-    return model
+def export_int8(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> int:
+    """strip(NATIVE) -> ONNX with fake-quantized fp32 weights -> weights folded into int8
+    initializers. Returns the number of int8 weight tensors."""
+    example = torch.zeros(1, *input_shape)
+    stripped = nncf.strip(
+        model, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example
+    )
+    export_onnx(stripped, input_shape, path)
+    graph, folded = fold_weight_quantizers(inline_constant_identities(onnx.load(str(path))))
+    graph, _ = quantize_biases(graph)
+    graph = compact(graph)
+    if any(node.op_type == "FakeQuantize" for node in graph.graph.node):
+        raise RuntimeError(f"'{path}' still holds FakeQuantize ops that ONNX Runtime cannot run.")
+    atomic.write_with(path, lambda tmp: onnx.save(graph, str(tmp)))
+    load_onnx(path)
+    return folded
+
+
+def quantize_onnx_ptq(source: Path, calibration: torch.Tensor, target: Path) -> None:
+    """PTQ-only INT8 copy of an ONNX model with NNCF's ONNX backend (no training): the INT8
+    teacher the evaluation compares the compressed student with."""
+    model = load_onnx(source)
+    input_name = model.graph.input[0].name
+    batches = [
+        {input_name: calibration[i : i + 50].numpy()} for i in range(0, len(calibration), 50)
+    ]
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(batches),
+    )
+    atomic.write_with(target, lambda tmp: onnx.save(quantized, str(tmp)))

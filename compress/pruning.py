@@ -12,8 +12,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
-from stages.errors import PipelineError
-from stages.models import count_macs_params
+from compress.errors import PipelineError
+from compress.models import count_macs_params
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     # mean |w| of each filter across its coupled group: the seeds' quick baseline

@@ -9,8 +9,8 @@ import onnx
 import torch
 from torch import nn
 
-from stages import atomic
-from stages.errors import PipelineError
+from compress import atomic
+from compress.errors import PipelineError
 
 OPSET = 17
 INPUT_NAME = "input"

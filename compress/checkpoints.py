@@ -1,0 +1,111 @@
+"""Checkpoints: plain dicts of tensors and primitives, so that they load with
+`torch.load(..., weights_only=True)`; the architecture, input shape and pruning history travel
+with the weights, so a fresh process rebuilds the model (even a pruned one) from the file alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress import atomic
+from compress.errors import PipelineError
+from compress.models import build_model
+from compress.pruning import replay_pruning
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    arch: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    **extra: Any,
+) -> None:
+    payload = {
+        "arch": arch,
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely; a bare state dict is accepted and wrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(
+            f"Checkpoint '{path}' not found; check the path or run the stage that makes it."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise PipelineError(
+            f"Checkpoint '{path}' cannot be loaded safely ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0][:200]}). It must be a state dict or a dict of tensors saved "
+            "with torch.save (whole pickled modules are refused); re-save or re-create it."
+        ) from error
+    if (
+        isinstance(payload, dict)
+        and "state_dict" not in payload
+        and all(isinstance(v, torch.Tensor) for v in payload.values())
+    ):
+        payload = {"state_dict": payload}
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise PipelineError(f"Checkpoint '{path}' holds no state dict; save `model.state_dict()`.")
+    return payload
+
+
+def load_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path, arch: str
+) -> None:
+    """load_state_dict with an error that names the file and what does not match."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = [
+            f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches (file vs model)", mismatched),
+            )
+            if items
+        ]
+        raise PipelineError(
+            f"Checkpoint '{source}' does not fit a '{arch}' for this data: {'; '.join(parts)}. "
+            "Check the architecture name, the number of classes and the input channels in params.yaml."
+        )
+    model.load_state_dict(state_dict)
+
+
+def rebuild_architecture(payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """A fresh model of the checkpoint's architecture, pruned as it was by replaying its pruning
+    history; the weights are not loaded yet."""
+    arch = payload.get("arch")
+    if not arch or "input_shape" not in payload:
+        raise PipelineError(f"Checkpoint '{path}' lacks its architecture and input shape metadata.")
+    channels, image_size, _ = (int(value) for value in payload["input_shape"])
+    model = build_model(arch, int(payload["num_classes"]), channels, image_size)
+    if payload.get("pruning_history"):
+        replay_pruning(model, (channels, image_size, image_size), payload["pruning_history"])
+    return model
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by save_checkpoint, in eval mode, with its payload."""
+    payload = read_checkpoint(path)
+    model = rebuild_architecture(payload, path)
+    load_weights(model, payload["state_dict"], path, payload["arch"])
+    return model.eval(), payload

@@ -1,0 +1,126 @@
+"""The evaluation's report: Pareto plots (PNG), the candidates and confusion tables DVC plots
+read, and the Markdown report with the decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+from compress import atomic
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+COSTS = {"size": "ONNX size (MB)", "latency": "p50 latency at batch 1 (ms)"}
+
+
+def cost_of(result: dict, cost: str) -> float:
+    """The x axis of a Pareto plot: size in MB or p50 latency at batch 1 in ms."""
+    return (
+        result["size_bytes"] / 2**20 if cost == "size" else result["latency"]["batch_1"]["p50_ms"]
+    )
+
+
+def pareto_plot(
+    results: dict[str, dict],
+    cost: str,
+    label: str,
+    front: list[str],
+    shipped: str | None,
+    out: Path,
+) -> None:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        x = cost_of(result, cost)
+        axes.scatter(
+            x,
+            result["accuracy"] * 100,
+            color="tab:red" if name == shipped else "tab:blue",
+            zorder=3,
+        )
+        axes.annotate(
+            name + (" (shipped)" if name == shipped else ""),
+            (x, result["accuracy"] * 100),
+            fontsize=7,
+        )
+    ordered = sorted(front, key=lambda n: cost_of(results[n], cost))
+    axes.step(
+        [cost_of(results[n], cost) for n in ordered],
+        [results[n]["accuracy"] * 100 for n in ordered],
+        where="post",
+        color="tab:green",
+        label="Pareto frontier",
+    )
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.set_xlabel(label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+
+
+def write_report(results: dict, decision: dict, notes: list[str], target: Path) -> None:
+    lines = [
+        "# Compression report",
+        "",
+        "All figures: ONNX Runtime, one process, the held-out test split.",
+        "",
+        "| candidate | accuracy | macro-F1 | ECE | size MB | x smaller | p50 b1 ms | x faster b1 | drop pts | worst class drop pts |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        v = r["vs_teacher"]
+        lines.append(
+            f"| {name} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f} | {r['size_bytes'] / 2**20:.2f} | "
+            f"{v['size_x_smaller']} | {r['latency']['batch_1']['p50_ms']:.3f} | {v['latency_batch_1_x_faster']} | "
+            f"{v['accuracy_drop_points']} | {v['worst_class_drop_points']} |"
+        )
+    lines += [
+        "",
+        "![accuracy vs size](../plots/evaluate/pareto_size.png)",
+        "![accuracy vs latency](../plots/evaluate/pareto_latency.png)",
+        "",
+        "## Decision",
+        "",
+        decision["summary"],
+        "",
+    ]
+    lines += [f"- {note}" for note in notes]
+    atomic.write_text(target, "\n".join(lines) + "\n")
+
+
+def write_tables(
+    results: dict[str, dict],
+    confusion_source: str,
+    classes: list[str],
+    candidates_csv: Path,
+    confusion_csv: Path,
+) -> None:
+    """One row per candidate (accuracy, size, latency), and the confusion matrix of the shipped
+    model as (actual, predicted) rows, for DVC's scatter and confusion templates."""
+    atomic.write_csv(
+        candidates_csv,
+        [
+            {
+                "candidate": n,
+                "accuracy": r["accuracy"],
+                "size_mb": r["size_bytes"] / 2**20,
+                "latency_batch_1_ms": r["latency"]["batch_1"]["p50_ms"],
+            }
+            for n, r in results.items()
+        ],
+    )
+    atomic.write_csv(
+        confusion_csv,
+        [
+            {"actual": classes[a], "predicted": classes[p]}
+            for a, row in enumerate(results[confusion_source]["confusion_matrix"])
+            for p, count in enumerate(row)
+            for _ in range(count)
+        ],
+    )

@@ -1,0 +1,158 @@
+"""Step `baseline`: train (or load) the teacher and measure what compression must beat:
+accuracy, size, latency by batch size in torch and ONNX Runtime, throughput and memory."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from torch import nn
+
+from compress import atomic
+from compress.artifacts import Artifacts
+from compress.benchmark import (
+    encode_png,
+    end_to_end_latency,
+    onnx_latency,
+    onnx_peak_memory,
+    process_peak_rss_mb,
+    torch_latency,
+)
+from compress.checkpoints import load_weights, read_checkpoint, save_checkpoint
+from compress.data import (
+    DatasetInfo,
+    eval_loader,
+    load_info,
+    load_split,
+    make_loader,
+    normalize,
+    training_dataset,
+)
+from compress.models import build_model, count_macs_params, state_dict_bytes
+from compress.onnx_export import export_onnx
+from compress.onnx_runtime import ort_session, run_logits
+from compress.params import AugmentParams, BenchmarkParams, TeacherParams
+from compress.quality import classification_metrics
+from compress.training import cross_entropy_objective, fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def baseline(
+    params: TeacherParams,
+    augment: AugmentParams,
+    bench: BenchmarkParams,
+    artifacts: Artifacts,
+    device: str = "cpu",
+) -> dict:
+    info = load_info(artifacts.prepared_dir)
+    user_weights = read_checkpoint(params.checkpoint) if params.checkpoint else None  # fail early
+    seed_everything(params.seed)
+    model = build_model(
+        params.arch, info.num_classes, info.channels, info.image_size, param="teacher.arch"
+    )
+    train_loader = make_loader(
+        training_dataset(
+            info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
+        ),
+        params.batch_size,
+        shuffle=True,
+        seed=params.seed,
+    )
+    val_loader = eval_loader("val", info, artifacts.prepared_dir)
+    test_loader = eval_loader("test", info, artifacts.prepared_dir)
+
+    if user_weights is not None:
+        load_weights(model, user_weights["state_dict"], params.checkpoint, params.arch)
+        history, train_seconds = [], 0.0
+        log.info("Loaded teacher '%s' from %s", params.arch, params.checkpoint)
+    else:
+        log.info("Training teacher '%s' for %d epochs", params.arch, params.epochs)
+        result = fit(
+            model,
+            cross_entropy_objective,
+            train_loader,
+            val_loader,
+            params.epochs,
+            params.lr,
+            params.weight_decay,
+            "teacher",
+            device=device,
+        )
+        history, train_seconds = result.history, result.seconds
+
+    logits, labels = predict(model, test_loader)
+    save_checkpoint(artifacts.teacher_pt, model, params.arch, info.input_shape, info.num_classes)
+    export_onnx(model, info.input_shape, artifacts.teacher_onnx)
+    metrics = {
+        "arch": params.arch,
+        "source": "checkpoint" if params.checkpoint else "trained",
+        **classification_metrics(logits, labels, info.classes),
+        **teacher_costs(model, logits, labels, info, bench, artifacts),
+        "train_seconds": round(train_seconds, 2),
+    }
+    atomic.write_json(artifacts.baseline_metrics, metrics)
+    atomic.write_csv(artifacts.baseline_plot, history)
+    log.info(
+        "Teacher test accuracy %.4f, %d params, %d MACs, ONNX %d bytes",
+        metrics["accuracy"],
+        metrics["params"],
+        metrics["macs"],
+        metrics["size_bytes"]["onnx_fp32"],
+    )
+    return metrics
+
+
+def teacher_costs(
+    model: nn.Module,
+    torch_logits: np.ndarray,
+    labels: np.ndarray,
+    info: DatasetInfo,
+    bench: BenchmarkParams,
+    artifacts: Artifacts,
+) -> dict:
+    """The exported teacher's agreement with torch, its size, latency, throughput and memory."""
+    session = ort_session(artifacts.teacher_onnx, bench.intra_op_threads)
+    test_images, _ = load_split("test", artifacts.prepared_dir)
+    onnx_logits = run_logits(session, normalize(test_images, info).numpy())
+    macs, params = count_macs_params(model, info.input_shape)
+    timing = (bench.warmup_runs, bench.timed_runs)
+    latency = {
+        "threads": bench.intra_op_threads,
+        "torch_eager": torch_latency(
+            model, info.input_shape, bench.batch_sizes, *timing, bench.intra_op_threads
+        ),
+        "onnxruntime": onnx_latency(session, info.input_shape, bench.batch_sizes, *timing),
+        "end_to_end_batch_1": end_to_end_latency(
+            session,
+            encode_png(test_images[0].numpy()),
+            info.image_size,
+            info.channels,
+            info.mean,
+            info.std,
+            *timing,
+        ),
+    }
+    largest = f"batch_{max(bench.batch_sizes)}"
+    return {
+        "onnx_accuracy": float(np.mean(onnx_logits.argmax(axis=1) == labels)),
+        "onnx_max_abs_logit_diff": float(np.abs(onnx_logits - torch_logits).max()),
+        "params": params,
+        "macs": macs,
+        "size_bytes": {
+            "state_dict_fp32": state_dict_bytes(model),
+            "checkpoint_file": artifacts.teacher_pt.stat().st_size,
+            "onnx_fp32": artifacts.teacher_onnx.stat().st_size,
+        },
+        "latency": latency,
+        "memory": {
+            "onnxruntime_batch_32": onnx_peak_memory(
+                artifacts.teacher_onnx, info.input_shape, 32, bench.intra_op_threads
+            ),
+            "stage_peak_rss_mb": process_peak_rss_mb(),
+        },
+        "throughput_per_s": {
+            runtime: latency[runtime][largest]["throughput_per_s"]
+            for runtime in ("torch_eager", "onnxruntime")
+        },
+    }

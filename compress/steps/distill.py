@@ -1,0 +1,230 @@
+"""Step `distill`: train a small student on the frozen teacher's soft targets, and the same
+student on hard labels only (the control) so the metrics show what distillation added."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from compress import atomic
+from compress.artifacts import Artifacts
+from compress.checkpoints import load_model, save_checkpoint
+from compress.data import DatasetInfo, eval_loader, load_info, make_loader, training_dataset
+from compress.distillation import distill_finetune, load_teacher
+from compress.errors import PipelineError
+from compress.models import build_model, count_macs_params
+from compress.onnx_export import export_onnx
+from compress.params import AugmentParams, DistillParams
+from compress.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
+from compress.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def distill(
+    params: DistillParams, augment: AugmentParams, artifacts: Artifacts, device: str = "cpu"
+) -> dict:
+    started = time.perf_counter()
+    info = load_info(artifacts.prepared_dir)
+    teacher = load_teacher(artifacts.teacher_pt)
+    seed_everything(params.seed)
+    student = build_model(
+        params.student, info.num_classes, info.channels, info.image_size, "distill.student"
+    )
+    ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
+    train_set = training_dataset(
+        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
+    )
+    val_loader = eval_loader("val", info, artifacts.prepared_dir)
+    test_loader = eval_loader("test", info, artifacts.prepared_dir)
+    teacher_logits, labels = predict(teacher, test_loader)
+    log.info(
+        "Distilling '%s' from the teacher (%.1fx fewer params)",
+        params.student,
+        ratios["params_ratio"],
+    )
+    history = train_distilled(student, teacher, params, info, train_set, val_loader, device)
+    save_checkpoint(
+        artifacts.student_pt, student, params.student, info.input_shape, info.num_classes
+    )
+    export_onnx(student, info.input_shape, artifacts.student_onnx)
+    student_logits, _ = predict(student, test_loader)
+    metrics = {
+        "student_arch": params.student,
+        "teacher": classification_metrics(teacher_logits, labels, info.classes)
+        | dict(zip(("macs", "params"), count_macs_params(teacher, info.input_shape), strict=True))
+        | {"size_bytes": {"checkpoint": artifacts.teacher_pt.stat().st_size}},
+        "distilled": summarize_model(
+            student,
+            student_logits,
+            labels,
+            teacher_logits,
+            info,
+            artifacts.student_pt,
+            artifacts.student_onnx,
+        )
+        | {"best_epoch": history.best_epoch, "train_seconds": round(history.seconds, 2)},
+    }
+    control_history: list[dict] = []
+    if params.control:
+        control_history = train_control(params, info, train_set, val_loader, artifacts, device)
+        control, _ = load_model(artifacts.control_pt)
+        control_logits, _ = predict(control, test_loader)
+        metrics["control"] = summarize_model(
+            control,
+            control_logits,
+            labels,
+            teacher_logits,
+            info,
+            artifacts.control_pt,
+            artifacts.control_onnx,
+        )
+        metrics["distillation_gain_points"] = round(
+            (metrics["distilled"]["accuracy"] - metrics["control"]["accuracy"]) * 100, 2
+        )
+    else:
+        atomic.replace_dir(
+            artifacts.control_dir,
+            lambda d: (d / "skipped.txt").write_text("distill.control is false\n"),
+        )
+    metrics |= compression_summary(metrics, artifacts)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+    atomic.write_json(artifacts.distill_metrics, metrics)
+    atomic.write_csv(artifacts.distilled_plot, history.history)
+    atomic.write_csv(artifacts.control_plot, control_history)
+    log.info(
+        "Distilled student %.4f vs control %s vs teacher %.4f; %.1fx fewer params",
+        metrics["distilled"]["accuracy"],
+        f"{metrics['control']['accuracy']:.4f}" if params.control else "(off)",
+        metrics["teacher"]["accuracy"],
+        metrics["compression_vs_teacher"]["params_ratio"],
+    )
+    return metrics
+
+
+def train_distilled(
+    student: nn.Module,
+    teacher: nn.Module,
+    params: DistillParams,
+    info: DatasetInfo,
+    train_set: Dataset,
+    val_loader: DataLoader,
+    device: str,
+) -> FitResult:
+    """Distillation proper, with a check that the teacher came out exactly as it went in."""
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    result = distill_finetune(
+        student,
+        teacher,
+        info.input_shape,
+        params,
+        make_loader(train_set, params.batch_size, shuffle=True, seed=params.seed),
+        val_loader,
+        params.epochs,
+        params.lr,
+        "distill",
+        device,
+        warmup_epochs=params.lr_warmup_epochs,
+    )
+    if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
+        raise RuntimeError("The teacher changed during distillation; it must stay frozen.")
+    return result
+
+
+def compression_summary(metrics: dict, artifacts: Artifacts) -> dict:
+    """The distilled student against the teacher: ratios of cost, and the accuracy drop."""
+    teacher, distilled = metrics["teacher"], metrics["distilled"]
+    return {
+        "compression_vs_teacher": {
+            "params_ratio": round(teacher["params"] / distilled["params"], 3),
+            "macs_ratio": round(teacher["macs"] / distilled["macs"], 3),
+            "size_ratio": round(
+                artifacts.teacher_pt.stat().st_size / artifacts.student_pt.stat().st_size, 3
+            ),
+        },
+        "accuracy_drop_vs_teacher_points": round(
+            (teacher["accuracy"] - distilled["accuracy"]) * 100, 2
+        ),
+    }
+
+
+def check_student_is_smaller(
+    arch: str, student: nn.Module, teacher: nn.Module, input_shape: tuple[int, int, int]
+) -> dict[str, float]:
+    student_macs, student_params = count_macs_params(student, input_shape)
+    teacher_macs, teacher_params = count_macs_params(teacher, input_shape)
+    if student_params >= teacher_params or student_macs >= teacher_macs:
+        raise PipelineError(
+            f"distill.student='{arch}' ({student_params:,} params, {student_macs:,} MACs) is not smaller "
+            f"than the teacher ({teacher_params:,} params, {teacher_macs:,} MACs); choose a smaller "
+            "torchvision architecture, e.g. mobilenet_v3_small or mnasnet0_5."
+        )
+    return {
+        "params_ratio": teacher_params / student_params,
+        "macs_ratio": teacher_macs / student_macs,
+    }
+
+
+def summarize_model(
+    model: nn.Module,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray,
+    info: DatasetInfo,
+    checkpoint: Path,
+    onnx_file: Path,
+) -> dict:
+    macs, params = count_macs_params(model, info.input_shape)
+    return {
+        **classification_metrics(logits, labels, info.classes),
+        "teacher_agreement": teacher_agreement(logits, teacher_logits),
+        "mean_kl_to_teacher": mean_kl_to_teacher(logits, teacher_logits),
+        "params": params,
+        "macs": macs,
+        "size_bytes": {
+            "checkpoint": checkpoint.stat().st_size,
+            "onnx_fp32": onnx_file.stat().st_size,
+        },
+    }
+
+
+def train_control(
+    params: DistillParams,
+    info: DatasetInfo,
+    train_set: Dataset,
+    val_loader: DataLoader,
+    artifacts: Artifacts,
+    device: str,
+) -> list[dict]:
+    """The same student, epochs, seed and data on hard labels only."""
+    seed_everything(params.seed)
+    arch = params.student
+    control = build_model(arch, info.num_classes, info.channels, info.image_size, "distill.student")
+    log.info("Training the control '%s' on hard labels", arch)
+    result = fit(
+        control,
+        cross_entropy_objective,
+        make_loader(train_set, params.batch_size, shuffle=True, seed=params.seed),
+        val_loader,
+        params.epochs,
+        params.lr,
+        params.weight_decay,
+        "control",
+        device=device,
+        warmup_epochs=params.lr_warmup_epochs,
+    )
+
+    def build(folder: Path) -> None:
+        save_checkpoint(
+            folder / artifacts.control_pt.name, control, arch, info.input_shape, info.num_classes
+        )
+        export_onnx(control, info.input_shape, folder / artifacts.control_onnx.name)
+
+    atomic.replace_dir(artifacts.control_dir, build)
+    return result.history

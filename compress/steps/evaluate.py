@@ -1,0 +1,218 @@
+"""Step `evaluate`: every candidate the pipeline produced, measured as ONNX in one process, one
+runtime and one test split; Pareto frontiers; the acceptance gate picks the shipped model."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from compress import atomic
+from compress.artifacts import REFERENCE_CANDIDATE, Artifacts
+from compress.benchmark import (
+    compare_onnx_latency,
+    encode_png,
+    end_to_end_latency,
+    onnx_peak_memory,
+)
+from compress.data import DatasetInfo, load_info, load_split, normalize
+from compress.decision import gate_decision, pareto_front
+from compress.errors import PipelineError
+from compress.onnx_export import load_onnx
+from compress.onnx_runtime import ort_session, run_logits
+from compress.params import EvaluateParams
+from compress.quality import full_quality
+from compress.report import COSTS, cost_of, pareto_plot, write_report, write_tables
+
+log = logging.getLogger(__name__)
+
+REFERENCE = REFERENCE_CANDIDATE
+
+
+def collect_candidates(extra: list[str], artifacts: Artifacts) -> tuple[dict[str, Path], list[str]]:
+    """Existing candidate files (the teacher is required) and notes on the skipped ones."""
+    candidates = artifacts.candidates()
+    if not candidates[REFERENCE].is_file():
+        raise PipelineError(
+            f"The teacher '{candidates[REFERENCE]}' is missing: run `dvc repro baseline`."
+        )
+    found, notes = {}, []
+    for name, path in candidates.items():
+        if path.is_file():
+            found[name] = path
+        else:
+            notes.append(f"{name}: '{path}' not found (its stage is off or did not run), skipped")
+    for entry in extra:
+        path = Path(entry)
+        if not path.is_file():
+            raise PipelineError(f"evaluate.extra_candidates lists '{path}', which does not exist.")
+        found[f"extra:{path.stem}"] = path
+    for path in found.values():
+        load_onnx(path)
+    return found, notes
+
+
+def parameter_count(path: Path) -> int:
+    return int(
+        sum(
+            np.prod(tensor.dims)
+            for tensor in load_onnx(path).graph.initializer
+            if len(tensor.dims) > 1
+        )
+    )
+
+
+def measure(
+    candidates: dict[str, Path], info: DatasetInfo, params: EvaluateParams, artifacts: Artifacts
+) -> dict[str, dict]:
+    """Quality, size, interleaved latency, end-to-end latency and memory of every candidate."""
+    raw_images, labels = load_split("test", artifacts.prepared_dir)
+    images, labels = normalize(raw_images, info).numpy(), labels.numpy()
+    logits = {
+        name: run_logits(path, images, params.intra_op_threads) for name, path in candidates.items()
+    }
+    latency = compare_onnx_latency(
+        candidates,
+        info.input_shape,
+        params.batch_sizes,
+        params.warmup_runs,
+        params.timed_runs,
+        params.intra_op_threads,
+        params.repeats,
+    )
+    png = encode_png(raw_images[0].numpy())
+    results = {}
+    for name, path in candidates.items():
+        session = ort_session(path, params.intra_op_threads)
+        results[name] = {
+            "file": artifacts.relative(path),
+            **full_quality(logits[name], labels, logits[REFERENCE], info.classes),
+            "size_bytes": path.stat().st_size,
+            "params": parameter_count(path),
+            "latency": latency[name],
+            "end_to_end_batch_1": end_to_end_latency(
+                session,
+                png,
+                info.image_size,
+                info.channels,
+                info.mean,
+                info.std,
+                params.warmup_runs,
+                params.timed_runs,
+            ),
+            "memory_batch_32": onnx_peak_memory(
+                path, info.input_shape, 32, params.intra_op_threads
+            ),
+        }
+        log.info(
+            "%-14s acc %.4f  %8.2f MB  p50 b1 %.3f ms",
+            name,
+            results[name]["accuracy"],
+            results[name]["size_bytes"] / 2**20,
+            latency[name]["batch_1"]["p50_ms"],
+        )
+    for result in results.values():
+        result["vs_teacher"] = versus(result, results[REFERENCE], max(params.batch_sizes))
+    return results
+
+
+def versus(result: dict, reference: dict, largest_batch: int) -> dict[str, float]:
+    """A candidate against the reference: x smaller, x faster, accuracy and calibration change."""
+    largest = f"batch_{largest_batch}"
+    return {
+        "size_x_smaller": round(reference["size_bytes"] / result["size_bytes"], 3),
+        "latency_batch_1_x_faster": round(
+            reference["latency"]["batch_1"]["p50_ms"] / result["latency"]["batch_1"]["p50_ms"], 3
+        ),
+        f"latency_{largest}_x_faster": round(
+            reference["latency"][largest]["p50_ms"] / result["latency"][largest]["p50_ms"], 3
+        ),
+        "throughput_ratio": round(
+            result["latency"][largest]["throughput_per_s"]
+            / reference["latency"][largest]["throughput_per_s"],
+            3,
+        ),
+        "accuracy_drop_points": round((reference["accuracy"] - result["accuracy"]) * 100, 2),
+        "worst_class_drop_points": round(
+            max(
+                reference["per_class_accuracy"][c] - v
+                for c, v in result["per_class_accuracy"].items()
+            )
+            * 100,
+            2,
+        ),
+        "ece_change": round(result["ece"] - reference["ece"], 4),
+    }
+
+
+def provenance(artifacts: Artifacts) -> dict:
+    """What made the shipped model: params file hash, git commit, prepared data hash."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=artifacts.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    data_hash = None
+    if artifacts.dvc_lock.is_file():
+        lock = yaml.safe_load(artifacts.dvc_lock.read_text()) or {}
+        for out in lock.get("stages", {}).get("prepare", {}).get("outs", []):
+            if out.get("path") == str(Artifacts.outs()["prepared_dir"]):
+                data_hash = out.get("md5")
+    return {
+        "params_sha256": hashlib.sha256(artifacts.params_file.read_bytes()).hexdigest(),
+        "git_commit": commit or None,
+        "data_md5": data_hash,
+    }
+
+
+def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
+    info = load_info(artifacts.prepared_dir)
+    candidates, notes = collect_candidates(params.extra_candidates, artifacts)
+    results = measure(candidates, info, params, artifacts)
+    decision = gate_decision(results, REFERENCE, params.gate, params.objective)
+    shipped = decision["shipped"]
+    for cost, label in COSTS.items():
+        front = pareto_front({n: (r["accuracy"], cost_of(r, cost)) for n, r in results.items()})
+        decision[f"pareto_{cost}"] = front
+        plot = artifacts.pareto_size_plot if cost == "size" else artifacts.pareto_latency_plot
+        pareto_plot(results, cost, label, front, shipped, plot)
+    write_tables(
+        results,
+        shipped or REFERENCE,
+        info.classes,
+        artifacts.candidates_plot,
+        artifacts.confusion_plot,
+    )
+    metrics = {"candidates": results, "decision": decision, "notes": notes}
+    atomic.write_json(artifacts.evaluate_metrics, metrics)
+    write_report(results, decision, notes, artifacts.report)
+    if shipped is None:
+        raise PipelineError(
+            decision["summary"]
+            + f" The report is in '{artifacts.report}'; relax evaluate.gate or improve the models."
+        )
+    atomic.write_with(artifacts.shipped_onnx, lambda tmp: shutil.copyfile(candidates[shipped], tmp))
+    atomic.write_json(
+        artifacts.shipped_json,
+        {
+            "candidate": shipped,
+            "source_file": artifacts.relative(candidates[shipped]),
+            "metrics": results[shipped],
+            "objective": params.objective,
+            "preprocessing": {
+                "mean": info.mean,
+                "std": info.std,
+                "input_shape": list(info.input_shape),
+            },
+            **provenance(artifacts),
+        },
+    )
+    log.info(decision["summary"])
+    return metrics

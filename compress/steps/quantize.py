@@ -1,0 +1,248 @@
+"""Step `quantize`: NNCF INT8 quantization of the pruned student — PTQ on the calibration set,
+then QAT with the distillation loss (optionally with joint magnitude sparsity) — exported as a
+real INT8 ONNX model (int8 weight initializers, QDQ format) that ONNX Runtime runs as is.
+Also a PTQ-only INT8 teacher (NNCF's ONNX backend) for the evaluation to compare against."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import nncf
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from compress import atomic
+from compress.artifacts import Artifacts
+from compress.benchmark import compare_onnx_latency
+from compress.checkpoints import load_model, read_checkpoint
+from compress.data import (
+    DatasetInfo,
+    eval_loader,
+    load_info,
+    load_split,
+    make_loader,
+    normalize,
+    training_dataset,
+)
+from compress.distillation import distill_finetune, load_teacher
+from compress.errors import PipelineError
+from compress.int8_onnx import weight_initializer_types
+from compress.models import fold_batchnorm
+from compress.onnx_export import load_onnx
+from compress.onnx_runtime import onnx_accuracy
+from compress.params import AugmentParams, BenchmarkParams, DistillParams, QuantizeParams
+from compress.quantization import (
+    apply_sparsity,
+    bake_sparsity_masks,
+    export_int8,
+    measured_sparsity,
+    post_training_quantize,
+    quantize_onnx_ptq,
+    quantized_layers,
+    resolve_keep_fp32,
+    save_qat_checkpoint,
+)
+from compress.training import accuracy, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def checked_calibration(info: DatasetInfo, samples: int, artifacts: Artifacts) -> torch.Tensor:
+    """The calibration split, normalized: at least 10 samples and every class, or an error."""
+    images, labels = load_split("calibration", artifacts.prepared_dir)
+    missing = sorted(set(range(info.num_classes)) - set(labels.tolist()))
+    if len(labels) < 10 or missing:
+        raise PipelineError(
+            f"The calibration set '{artifacts.prepared_dir / 'calibration.pt'}' has {len(labels)} samples"
+            f"{f' and misses classes {missing}' if missing else ''}; INT8 calibration needs at least 10 "
+            "samples covering every class. Raise data.calibration_size and run `dvc repro prepare`."
+        )
+    return normalize(images[:samples], info)
+
+
+def quantize(
+    params: QuantizeParams,
+    distill_params: DistillParams,
+    augment: AugmentParams,
+    bench: BenchmarkParams,
+    artifacts: Artifacts,
+    device: str = "cpu",
+) -> dict:
+    started = time.perf_counter()
+    info = load_info(artifacts.prepared_dir)
+    calibration = checked_calibration(info, params.calibration_samples, artifacts)
+    read_checkpoint(artifacts.pruned_pt)
+    load_onnx(artifacts.pruned_onnx)
+    teacher = load_teacher(artifacts.teacher_pt)
+    model, source = load_model(artifacts.pruned_pt)
+    keep_fp32 = resolve_keep_fp32(model, params.keep_fp32, info.num_classes)
+    seed_everything(params.seed)
+    val_loader = eval_loader("val", info, artifacts.prepared_dir)
+    test_loader = eval_loader("test", info, artifacts.prepared_dir)
+    accuracies = {"fp32_torch": accuracy(model, test_loader)}
+    fold_batchnorm(model)
+    log.info(
+        "PTQ on %d calibration samples; kept in FP32: %s", len(calibration), ", ".join(keep_fp32)
+    )
+    quantized = post_training_quantize(model, calibration, keep_fp32)
+    accuracies["ptq_torch"] = accuracy(quantized, test_loader)
+    ptq_drop = accuracies["fp32_torch"] - accuracies["ptq_torch"]
+    run_qat = params.qat.mode == "always" or (
+        params.qat.mode == "auto" and ptq_drop > params.qat.max_ptq_drop
+    )
+    if params.sparsity.ratio > 0:
+        quantized = apply_sparsity(quantized, params.sparsity.ratio, calibration[:1], keep_fp32)
+    if run_qat or params.sparsity.ratio > 0:
+        train_qat(
+            quantized, teacher, params, distill_params, augment, info, val_loader, artifacts, device
+        )
+    masked_layers = bake_sparsity_masks(quantized)
+    accuracies["qat_torch"] = accuracy(quantized, test_loader)
+    save_qat_checkpoint(artifacts.quantized_pt, quantized, source, info.input_shape)
+    int8_weights = export_int8(quantized, info.input_shape, artifacts.quantized_onnx)
+    accuracies |= check_int8_export(
+        quantized, accuracies["qat_torch"], info, params, bench, artifacts
+    )
+    quantize_onnx_ptq(artifacts.teacher_onnx, calibration, artifacts.teacher_int8_onnx)
+    metrics = {
+        "accuracy": accuracies,
+        "qat_ran": run_qat or params.sparsity.ratio > 0,
+        "ptq_drop_points": round(ptq_drop * 100, 2),
+        **int8_costs(quantized, masked_layers, calibration[:1], info, params, bench, artifacts),
+        "int8_weight_tensors": int8_weights,
+    }
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+    atomic.write_json(artifacts.quantize_metrics, metrics)
+    log.info(
+        "INT8: ORT acc %.4f (fp32 %.4f, PTQ %.4f, QAT %.4f), size x%.3f, p50 batch 32 x%.3f of fp32",
+        accuracies["int8_onnxruntime"],
+        accuracies["fp32_onnxruntime"],
+        accuracies["ptq_torch"],
+        accuracies["qat_torch"],
+        metrics["size_ratio_int8_vs_fp32"],
+        metrics["latency_ratio_int8_vs_fp32"]["batch_32"],
+    )
+    return metrics
+
+
+def train_qat(
+    quantized: nn.Module,
+    teacher: nn.Module,
+    params: QuantizeParams,
+    distill_params: DistillParams,
+    augment: AugmentParams,
+    info: DatasetInfo,
+    val_loader: DataLoader,
+    artifacts: Artifacts,
+    device: str,
+) -> None:
+    """QAT with the distillation loss, dropout off (its noise on top of the quantizers' stalls
+    the short fine-tuning) and the gradient norm clipped."""
+    for module in quantized.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    train_set = training_dataset(
+        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
+    )
+    distill_finetune(
+        quantized,
+        teacher,
+        info.input_shape,
+        distill_params,
+        make_loader(train_set, distill_params.batch_size, shuffle=True, seed=params.seed),
+        val_loader,
+        params.qat.epochs,
+        distill_params.lr * params.qat.lr_scale,
+        "QAT",
+        device,
+        params.qat.max_grad_norm,
+    )
+
+
+def check_int8_export(
+    quantized: nn.Module,
+    torch_accuracy: float,
+    info: DatasetInfo,
+    params: QuantizeParams,
+    bench: BenchmarkParams,
+    artifacts: Artifacts,
+) -> dict[str, float]:
+    """ORT accuracy of the INT8 file and of its fp32 source, and the INT8 file's agreement with
+    the fake-quantized torch model; an export further than `max_onnx_accuracy_gap` is an error."""
+    images, labels = load_split("test", artifacts.prepared_dir)
+    images = normalize(images, info)
+    int8_accuracy, onnx_predictions = onnx_accuracy(
+        artifacts.quantized_onnx, images.numpy(), labels.numpy(), bench.intra_op_threads
+    )
+    with torch.no_grad():
+        torch_predictions = quantized(images).argmax(dim=1).numpy()
+    if abs(int8_accuracy - torch_accuracy) > params.max_onnx_accuracy_gap:
+        raise PipelineError(
+            f"The exported '{artifacts.quantized_onnx}' reaches {int8_accuracy:.4f} test accuracy in ONNX Runtime "
+            f"but the fake-quantized torch model {torch_accuracy:.4f}: more than "
+            f"quantize.max_onnx_accuracy_gap={params.max_onnx_accuracy_gap} apart; the export is not faithful."
+        )
+    fp32_accuracy, _ = onnx_accuracy(
+        artifacts.pruned_onnx, images.numpy(), labels.numpy(), bench.intra_op_threads
+    )
+    return {
+        "fp32_onnxruntime": fp32_accuracy,
+        "int8_onnxruntime": int8_accuracy,
+        "onnx_torch_agreement": float(np.mean(onnx_predictions == torch_predictions)),
+    }
+
+
+def int8_costs(
+    quantized: nn.Module,
+    masked_layers: list[str],
+    example: torch.Tensor,
+    info: DatasetInfo,
+    params: QuantizeParams,
+    bench: BenchmarkParams,
+    artifacts: Artifacts,
+) -> dict:
+    """Sizes, INT8/FP32 layers, measured sparsity and fp32-vs-int8 latency side by side."""
+    int8_layers, fp32_layers = quantized_layers(quantized)
+    stripped = nncf.strip(
+        quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example
+    )
+    latency = compare_onnx_latency(
+        {"fp32": artifacts.pruned_onnx, "int8": artifacts.quantized_onnx},
+        info.input_shape,
+        [1, 32],
+        bench.warmup_runs,
+        bench.timed_runs,
+        bench.intra_op_threads,
+    )
+    sizes = {
+        "fp32_onnx": artifacts.pruned_onnx.stat().st_size,
+        "int8_onnx": artifacts.quantized_onnx.stat().st_size,
+    }
+    return {
+        "size_bytes": sizes
+        | {
+            "teacher_fp32_onnx": artifacts.teacher_onnx.stat().st_size,
+            "teacher_int8_onnx": artifacts.teacher_int8_onnx.stat().st_size,
+        },
+        "size_ratio_int8_vs_fp32": round(sizes["int8_onnx"] / sizes["fp32_onnx"], 4),
+        "initializer_types": weight_initializer_types(onnx.load(str(artifacts.quantized_onnx))),
+        "sparsity": {
+            "requested": params.sparsity.ratio,
+            "measured": round(measured_sparsity(stripped, masked_layers), 4)
+            if masked_layers
+            else 0.0,
+            "layers": len(masked_layers),
+        },
+        "layers": {"int8": int8_layers, "fp32": fp32_layers},
+        "latency_p50_ms": {
+            name: {b: v["p50_ms"] for b, v in figures.items()} for name, figures in latency.items()
+        },
+        "latency_ratio_int8_vs_fp32": {
+            batch: round(latency["int8"][batch]["p50_ms"] / latency["fp32"][batch]["p50_ms"], 4)
+            for batch in ("batch_1", "batch_32")
+        },
+    }
