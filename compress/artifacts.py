@@ -84,6 +84,11 @@ class Artifacts:
             if isinstance(entry, _Entry) and entry.out
         }
 
+    def resolve(self, user_path: str) -> Path:
+        """A path the user gave in params.yaml: relative ones are relative to the root."""
+        path = Path(user_path).expanduser()
+        return path if path.is_absolute() else self.root / path
+
     def relative(self, path: Path) -> str:
         """A path as the metrics record it: relative to the root when inside it."""
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)

@@ -23,7 +23,6 @@ from compress.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test", "calibration")
 EVAL_BATCH_SIZE = 256
 
 

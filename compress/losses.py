@@ -35,13 +35,8 @@ def forward_kl(
 def reverse_kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """KL(p_student || p_teacher) at temperature T, averaged over the batch."""
-    return F.kl_div(
-        F.log_softmax(teacher_logits / temperature, dim=1),
-        F.log_softmax(student_logits / temperature, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
+    """KL(p_student || p_teacher) at temperature T: forward KL with the roles swapped."""
+    return forward_kl(teacher_logits, student_logits, temperature)
 
 
 DIVERGENCES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {

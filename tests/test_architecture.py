@@ -154,13 +154,26 @@ def test_every_stage_deps_are_exactly_the_code_it_imports() -> None:
     assert dependency_problems() == []
 
 
-def test_a_missing_or_extra_dep_is_named(tmp_path: Path) -> None:
-    """The check itself fails on a copy of the repository with one dep removed and one added."""
+def _copy_sources(destination: Path) -> None:
     for folder in FIRST_PARTY:
         for path in (REPO_ROOT / folder).rglob("*.py"):
-            target = tmp_path / path.relative_to(REPO_ROOT)
+            target = destination / path.relative_to(REPO_ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(path.read_text())
+
+
+def stage_import_offenders(root: Path = REPO_ROOT) -> list[str]:
+    return [
+        f"{name} imports {imported} (line {line})"
+        for name, path in first_party_modules(root).items()
+        for imported, line, _ in imports(path, root)
+        if imported.startswith("stages.")
+    ]
+
+
+def test_a_missing_or_extra_dep_is_named(tmp_path: Path) -> None:
+    """The check itself fails on a copy of the repository with one dep removed and one added."""
+    _copy_sources(tmp_path)
     spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     spec["stages"]["baseline"]["deps"].remove("compress/quality.py")
     spec["stages"]["validate_teacher"]["deps"].append("compress/losses.py")
@@ -173,13 +186,15 @@ def test_a_missing_or_extra_dep_is_named(tmp_path: Path) -> None:
 
 
 def test_no_stage_imports_a_stage_and_nothing_imports_stages() -> None:
-    offenders = [
-        f"{name} imports {imported} (line {line})"
-        for name, path in first_party_modules().items()
-        for imported, line, _ in imports(path)
-        if imported.startswith("stages.")
-    ]
+    offenders = stage_import_offenders()
     assert offenders == [], "stages are entry points; import the library (compress) instead"
+
+
+def test_a_stage_importing_a_stage_is_named(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    prune = tmp_path / "stages" / "prune.py"
+    prune.write_text("from stages.distill import main as distill_main\n" + prune.read_text())
+    assert stage_import_offenders(tmp_path) == ["stages.prune imports stages.distill (line 1)"]
 
 
 def test_library_imports_point_down_the_layers() -> None:

@@ -1,13 +1,16 @@
 """Table of bad inputs across params, data, checkpoints and ONNX files. Each case runs a stage's
 real `main()` through its CLI edge (`run_stage`) in a working folder holding prepared digits
 and a trained teacher, and asserts the exit code, a message naming the culprit, and that no
-file in the folder was written or changed."""
+file in the folder was written or changed. The folder is the working directory here because a
+stage's command line runs in the repository root (DVC runs it there): that is its interface."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +20,10 @@ import torch
 import yaml
 from PIL import Image
 
-from stages.errors import TRANSIENT_EXIT_CODE, run_stage
+from compress.artifacts import Artifacts
+from compress.errors import TRANSIENT_EXIT_CODE
+from compress.models import build_model
+from compress.runner import run_stage
 from tests.conftest import REPO_ROOT
 
 
@@ -67,8 +73,6 @@ def _truncated(path: Path) -> None:
 
 
 def _other_arch(path: Path) -> None:
-    from stages.models import build_model
-
     torch.save(build_model("mobilenet_v3_small", 10, 1, 16).state_dict(), path)
 
 
@@ -232,7 +236,13 @@ CASES = [
         ["models/teacher.onnx", "corrupt"],
     ),
     # outputs
-    ("blocked_output", "prepare", _blocked_output, 1, ["Cannot write 'metrics/data_checks.json'"]),
+    (
+        "blocked_output",
+        "prepare",
+        _blocked_output,
+        1,
+        ["Cannot write '", "metrics/data_checks.json'"],
+    ),
 ]
 
 
@@ -253,19 +263,22 @@ def test_bad_input_fails_cleanly(
     setup: Callable[[Path], None],
     code: int,
     culprits: list[str],
-    in_baseline: Path,
+    baseline_copy: Artifacts,
     capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shutil.copy(REPO_ROOT / "params.yaml", in_baseline / "params.yaml")
-    setup(in_baseline)
-    before = _snapshot(in_baseline)
+    folder = baseline_copy.root
+    shutil.copy(REPO_ROOT / "params.yaml", folder / "params.yaml")
+    setup(folder)
+    before = _snapshot(folder)
+    monkeypatch.chdir(folder)
     with pytest.raises(SystemExit) as exited:
         run_stage(importlib.import_module(f"stages.{stage}").main)
     message = capsys.readouterr().err
     assert exited.value.code == code, message
     for culprit in culprits:
         assert culprit in message, f"{name}: '{culprit}' not in: {message}"
-    assert _snapshot(in_baseline) == before, f"{name}: a file was written or changed"
+    assert _snapshot(folder) == before, f"{name}: a file was written or changed"
 
 
 def test_unexpected_io_error_exits_with_the_transient_code(capsys: pytest.CaptureFixture) -> None:
@@ -276,6 +289,19 @@ def test_unexpected_io_error_exits_with_the_transient_code(capsys: pytest.Captur
         raise OSError(28, "No space left on device")
 
     with pytest.raises(SystemExit) as exited:
-        run_stage(main, validate_params=False)
+        run_stage(main)
     assert exited.value.code == TRANSIENT_EXIT_CODE
     assert "No space left on device" in capsys.readouterr().err
+
+
+def test_check_params_cli_validates_without_running_anything(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "compress.check_params"]
+    valid = subprocess.run(
+        [*command, str(REPO_ROOT / "params.yaml")], capture_output=True, text=True
+    )
+    assert valid.returncode == 0 and "is valid" in valid.stdout, valid.stderr
+    bad = tmp_path / "params.yaml"
+    bad.write_text("prune:\n  importanse: l1\n")
+    invalid = subprocess.run([*command, str(bad)], capture_output=True, text=True)
+    assert invalid.returncode == 1
+    assert "unknown key `prune.importanse`. Did you mean `prune.importance`?" in invalid.stderr

@@ -1,40 +1,96 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
+import yaml
 
-from stages.config import DataParams, TeacherParams, load
-from stages.errors import PipelineError
+from compress.decision import OBJECTIVES
+from compress.errors import PipelineError
+from compress.losses import DIVERGENCES, TEMPERATURE_SCHEDULES
+from compress.params import (
+    Divergence,
+    EvaluateParams,
+    Importance,
+    Params,
+    TemperatureSchedule,
+    load_params,
+)
+from compress.pruning import IMPORTANCES
 
-REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO = Path(__file__).resolve().parents[1]
+REPO_PARAMS = REPO / "params.yaml"
+
+
+def _params_file(tmp_path: Path, text: str) -> Path:
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    return params
 
 
 def test_repository_params_are_valid() -> None:
-    assert load("data", DataParams, REPO_PARAMS).source == "digits"
-    assert load("teacher", TeacherParams, REPO_PARAMS).arch == "resnet18"
+    params = load_params(REPO_PARAMS)
+    assert params.data.source == "digits"
+    assert params.teacher.arch == "resnet18"
+
+
+def test_schema_defaults_are_the_repository_params() -> None:
+    assert Params().model_dump() == yaml.safe_load(REPO_PARAMS.read_text())
+
+
+def test_choices_equal_the_registries_that_implement_them() -> None:
+    assert get_args(TemperatureSchedule) == tuple(TEMPERATURE_SCHEDULES)
+    assert get_args(Divergence) == tuple(DIVERGENCES)
+    assert get_args(Importance) == tuple(IMPORTANCES)
+    objective = EvaluateParams.model_fields["objective"].annotation
+    assert get_args(objective) == tuple(OBJECTIVES)
+
+
+def test_checking_params_imports_no_heavy_library() -> None:
+    code = (
+        "import compress.params, sys; print(sorted(m for m in "
+        "('torch','torchvision','torch_pruning','prefect','nncf') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("teacher:\n  epoch: 3\n")
+    params = _params_file(tmp_path, "teacher:\n  epoch: 3\n")
     with pytest.raises(
         PipelineError, match=r"unknown key `teacher.epoch`. Did you mean `teacher.epochs`\?"
     ):
-        load("teacher", TeacherParams, params)
+        load_params(params)
 
 
 def test_out_of_range_value_names_key_and_value(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("data:\n  val_fraction: 0.9\n")
+    params = _params_file(tmp_path, "data:\n  val_fraction: 0.9\n")
     with pytest.raises(
         PipelineError, match=r"`data.val_fraction` = 0.9: Input should be less than 0.5"
     ):
-        load("data", DataParams, params)
+        load_params(params)
 
 
 def test_local_source_needs_a_path(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("data:\n  source: imagefolder\n")
+    params = _params_file(tmp_path, "data:\n  source: imagefolder\n")
     with pytest.raises(PipelineError, match="data.path is required"):
-        load("data", DataParams, params)
+        load_params(params)
+
+
+def test_bad_cron_schedule_names_the_key(tmp_path: Path) -> None:
+    params = _params_file(tmp_path, 'registry:\n  schedule: "0 3 * * 9x"\n')
+    with pytest.raises(PipelineError, match=r"registry\.schedule '0 3 \* \* 9x'.*not a valid cron"):
+        load_params(params)
+
+
+def test_bad_time_zone_names_the_key(tmp_path: Path) -> None:
+    params = _params_file(tmp_path, "registry:\n  timezone: Mars/Base\n")
+    with pytest.raises(
+        PipelineError, match=r"registry\.schedule .*registry\.timezone 'Mars/Base'.*not a valid"
+    ):
+        load_params(params)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from stages.data import load_split
-from stages.data_checks import failure_report, validate_splits
+from compress.artifacts import Artifacts
+from compress.data import load_split
+from compress.data_checks import failure_report, validate_splits
 
 SPLITS = ("train", "val", "test", "calibration")
 
 
 @pytest.fixture(scope="module")
-def good_splits(prepared_workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def good_splits(prepared_artifacts: Artifacts) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {
-        name: tuple(t.numpy().copy() for t in load_split(name, prepared_workdir / "data/prepared"))
+        name: tuple(t.numpy().copy() for t in load_split(name, prepared_artifacts.prepared_dir))
         for name in SPLITS
     }
 

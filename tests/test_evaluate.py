@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.decision import (
+from compress.decision import (
     choose,
     closest_failure,
     gate_failures,
     pareto_front,
     promotion_decision,
 )
-from stages.quality import expected_calibration_error
+from compress.quality import expected_calibration_error
 
 
 def test_ece_known_values() -> None:

@@ -5,37 +5,44 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import PipelineError
-from stages.validate_teacher import validate_teacher
+from compress.artifacts import Artifacts
+from compress.errors import PipelineError
+from compress.params import GateParams
+from compress.steps.validate_teacher import validate_teacher
+
+GATE = GateParams(min_accuracy=0.95, min_class_accuracy=0.85)
 
 
-def _write_baseline(tmp_path: Path, accuracy: float, worst: float) -> Path:
-    metrics = tmp_path / "baseline.json"
+def _write_baseline(tmp_path: Path, accuracy: float, worst: float) -> Artifacts:
+    artifacts = Artifacts(tmp_path)
     per_class = {str(i): 0.99 for i in range(10)} | {"7": worst}
-    metrics.write_text(json.dumps({"accuracy": accuracy, "per_class_accuracy": per_class}))
-    return metrics
+    artifacts.baseline_metrics.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.baseline_metrics.write_text(
+        json.dumps({"accuracy": accuracy, "per_class_accuracy": per_class})
+    )
+    return artifacts
 
 
 @pytest.mark.parametrize("accuracy, passes", [(0.951, True), (0.95, True), (0.9499, False)])
 def test_accuracy_threshold(tmp_path: Path, accuracy: float, passes: bool) -> None:
-    baseline, gate = _write_baseline(tmp_path, accuracy, 0.9), tmp_path / "gate.json"
+    artifacts = _write_baseline(tmp_path, accuracy, 0.9)
     if passes:
-        validate_teacher(0.95, 0.85, baseline, gate)
+        validate_teacher(GATE, artifacts)
     else:
         with pytest.raises(
             PipelineError, match=r"test accuracy 0.9499 is below gate.min_accuracy 0.9500 by 0.01"
         ):
-            validate_teacher(0.95, 0.85, baseline, gate)
-    assert json.loads(gate.read_text())["passed"] is passes
+            validate_teacher(GATE, artifacts)
+    assert json.loads(artifacts.teacher_gate.read_text())["passed"] is passes
 
 
 @pytest.mark.parametrize("worst, passes", [(0.85, True), (0.8499, False)])
 def test_class_threshold(tmp_path: Path, worst: float, passes: bool) -> None:
-    baseline, gate = _write_baseline(tmp_path, 0.99, worst), tmp_path / "gate.json"
+    artifacts = _write_baseline(tmp_path, 0.99, worst)
     if passes:
-        validate_teacher(0.95, 0.85, baseline, gate)
+        validate_teacher(GATE, artifacts)
     else:
         with pytest.raises(PipelineError, match="class '7' accuracy 0.8499"):
-            validate_teacher(0.95, 0.85, baseline, gate)
-    written = json.loads(gate.read_text())
+            validate_teacher(GATE, artifacts)
+    written = json.loads(artifacts.teacher_gate.read_text())
     assert written["passed"] is passes and written["worst_class"] == "7"

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from stages.errors import PipelineError
-from stages.losses import DistillationObjective, forward_kl, kd_loss, linear_schedule, reverse_kl
-from stages.models import build_model
+from compress.errors import PipelineError
+from compress.losses import DistillationObjective, forward_kl, kd_loss, linear_schedule, reverse_kl
+from compress.models import build_model
 
 
 @pytest.fixture

@@ -20,9 +20,10 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
+from compress.artifacts import Artifacts
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
-from flows.update_cycle import DECISIONS_FILE, update_cycle
+from flows.update_cycle import update_cycle
 from tests.conftest import copy_repo
 
 STAGES = ["prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate"]
@@ -88,23 +89,23 @@ def pipeline(harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
 
 def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
     repo, runs = pipeline
+    artifacts = Artifacts(repo)
     assert pipeline_stages(repo) == STAGES
     assert [run["stage"] for run in runs] == STAGES
     assert all(run["ran"] and run["seconds"] > 0 for run in runs)
-    assert json.loads((repo / "metrics/teacher_gate.json").read_text())["passed"]
-    assert (repo / "models/teacher.onnx").stat().st_size > 1_000_000
-    shipped = json.loads((repo / "models/shipped.json").read_text())
+    assert json.loads(artifacts.teacher_gate.read_text())["passed"]
+    assert artifacts.teacher_onnx.stat().st_size > 1_000_000
+    shipped = json.loads(artifacts.shipped_json.read_text())
     assert shipped["candidate"] == "quantized"  # smallest, and the lax gate lets everything pass
-    metrics = json.loads((repo / "metrics/evaluate.json").read_text())["candidates"]
+    assert shipped["source_file"] == "models/quantized.onnx"  # relative: the record travels
+    metrics = json.loads(artifacts.evaluate_metrics.read_text())["candidates"]
     for figures in metrics.values():
         assert figures["size_bytes"] == (repo / figures["file"]).stat().st_size
         for stats in figures["latency"].values():
             assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
-    session = ort.InferenceSession(
-        str(repo / "models/shipped.onnx"), providers=["CPUExecutionProvider"]
-    )
-    test = torch.load(repo / "data/prepared/test.pt", weights_only=True)
-    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    session = ort.InferenceSession(str(artifacts.shipped_onnx), providers=["CPUExecutionProvider"])
+    test = torch.load(artifacts.prepared_dir / "test.pt", weights_only=True)
+    meta = json.loads((artifacts.prepared_dir / "meta.json").read_text())
     images = ((test["images"] - meta["mean"][0]) / meta["std"][0]).numpy()
     predictions = session.run(None, {"input": images})[0].argmax(axis=1)
     assert np.mean(predictions == test["labels"].numpy()) == shipped["metrics"]["accuracy"]
@@ -217,7 +218,9 @@ def test_update_cycle_promotes_refuses_and_promotes(pipeline) -> None:
     assert registry["shipped-model"]["stage"]["prod"] == better["version"]
     versions = json.loads(_run(repo, "gto", "show", "shipped-model", "--json").stdout)
     assert {v["version"] for v in versions} == {first["version"], better["version"]}  # fallback
-    decisions = [json.loads(line) for line in (repo / DECISIONS_FILE).read_text().splitlines()]
+    decisions = [
+        json.loads(line) for line in Artifacts(repo).decisions_log.read_text().splitlines()
+    ]
     assert [d["action"] for d in decisions] == ["promoted", "kept", "promoted"]
 
     unchanged = update_cycle(repo=str(repo))
@@ -255,7 +258,7 @@ def test_failed_teacher_gate_stops_the_pipeline(tmp_path: Path) -> None:
     result = _dvc(repo, "repro")
     assert result.returncode != 0
     assert "The teacher is too weak to distill from: test accuracy" in result.stderr
-    assert json.loads((repo / "metrics/teacher_gate.json").read_text())["passed"] is False
+    assert json.loads(Artifacts(repo).teacher_gate.read_text())["passed"] is False
 
 
 def test_deployment_has_the_schedule_and_concurrency_limit_from_params(tmp_path: Path) -> None:

@@ -1,27 +1,32 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from stages.data import load_info, load_split
-from stages.data_checks import image_hashes
-from stages.errors import PipelineError
-from stages.prepare import deduplicate, prepare
+from compress.artifacts import Artifacts
+from compress.data import _image_array, load_info, load_split
+from compress.data_checks import image_hashes
+from compress.errors import PipelineError
+from compress.params import DataParams
+from compress.steps.prepare import deduplicate, prepare
+from tests.conftest import DIGITS
 
 SPLITS = ("train", "val", "test", "calibration")
 
 
-def _load_all(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _load_all(artifacts: Artifacts) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {
-        name: tuple(t.numpy() for t in load_split(name, root / "data/prepared")) for name in SPLITS
+        name: tuple(t.numpy() for t in load_split(name, artifacts.prepared_dir)) for name in SPLITS
     }
 
 
-def test_splits_are_disjoint(prepared_workdir: Path) -> None:
-    splits = _load_all(prepared_workdir)
+def test_splits_are_disjoint(prepared_artifacts: Artifacts) -> None:
+    splits = _load_all(prepared_artifacts)
     hashes = {name: set(image_hashes(images)) for name, (images, _) in splits.items()}
     for index, first in enumerate(SPLITS):
         for second in SPLITS[index + 1 :]:
@@ -29,8 +34,10 @@ def test_splits_are_disjoint(prepared_workdir: Path) -> None:
     assert sum(len(labels) for _, labels in splits.values()) == 1797
 
 
-def test_splits_are_stratified_and_calibration_covers_every_class(prepared_workdir: Path) -> None:
-    splits = _load_all(prepared_workdir)
+def test_splits_are_stratified_and_calibration_covers_every_class(
+    prepared_artifacts: Artifacts,
+) -> None:
+    splits = _load_all(prepared_artifacts)
     overall = (
         np.bincount(np.concatenate([labels for _, labels in splits.values()]), minlength=10) / 1797
     )
@@ -42,24 +49,22 @@ def test_splits_are_stratified_and_calibration_covers_every_class(prepared_workd
     assert set(splits["calibration"][1]) == set(range(10))
 
 
-def test_splits_are_reproducible(
-    prepared_workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    prepare("digits", None, None, None, 0.1, 0.2, 300, 0.5, seed=0)
-    again, first = _load_all(tmp_path), _load_all(prepared_workdir)
+def test_splits_are_reproducible(prepared_artifacts: Artifacts, tmp_path: Path) -> None:
+    artifacts = Artifacts(tmp_path)
+    prepare(DIGITS, artifacts)
+    again, first = _load_all(artifacts), _load_all(prepared_artifacts)
     for name in SPLITS:
         np.testing.assert_array_equal(again[name][0], first[name][0])
         np.testing.assert_array_equal(again[name][1], first[name][1])
 
 
-def test_normalization_statistics_come_from_train(prepared_workdir: Path) -> None:
-    info = load_info(prepared_workdir / "data/prepared")
-    train_images, _ = load_split("train", prepared_workdir / "data/prepared")
+def test_normalization_statistics_come_from_train(prepared_artifacts: Artifacts) -> None:
+    info = load_info(prepared_artifacts.prepared_dir)
+    train_images, _ = load_split("train", prepared_artifacts.prepared_dir)
     assert info.mean[0] == pytest.approx(float(train_images.mean()), abs=1e-5)
     assert info.std[0] == pytest.approx(float(train_images.std(unbiased=False)), abs=1e-5)
     assert (info.channels, info.image_size, info.num_classes) == (1, 8, 10)
-    checks = json.loads((prepared_workdir / "metrics/data_checks.json").read_text())
+    checks = json.loads(prepared_artifacts.data_checks.read_text())
     assert checks["success"] and len(checks["checks"]) == 4 * 8 - 1
 
 
@@ -73,28 +78,23 @@ def test_deduplicate_drops_copies_and_conflicting_labels() -> None:
     assert kept_labels.tolist() == [0, 1]
 
 
-def test_calibration_size_smaller_than_class_count_is_a_clear_error(
-    tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_calibration_size_smaller_than_class_count_is_a_clear_error(tmp_path: Path) -> None:
+    # below the schema's minimum, so built without validation: the step's own check must catch it
+    params = DIGITS.model_copy(update={"calibration_size": 5})
     with pytest.raises(PipelineError, match="data.calibration_size=5"):
-        prepare(
-            "digits", None, None, None, 0.1, 0.2, calibration_size=5, balance_tolerance=0.5, seed=0
-        )
+        prepare(params, Artifacts(tmp_path))
     assert not (tmp_path / "data/prepared").exists()
 
 
-def test_missing_cifar10_folder_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_missing_cifar10_folder_is_a_clear_error(tmp_path: Path) -> None:
+    params = DataParams(source="cifar10", path=str(tmp_path / "nowhere"), image_size=None)
     with pytest.raises(PipelineError, match="CIFAR-10 not found under data.path"):
-        prepare("cifar10", str(tmp_path / "nowhere"), None, None, 0.1, 0.2, 300, 0.5, seed=0)
+        prepare(params, Artifacts(tmp_path))
 
 
 def _messy_folder(root: Path) -> None:
     """Three classes of 20 images in every mode and size a user's folder may hold, plus a
     corrupt PNG, a text file and an empty file."""
-    from PIL import Image
-
     generator = np.random.default_rng(0)
     makers = [
         lambda: Image.fromarray(generator.integers(0, 255, (20, 30), dtype=np.uint8), "L"),
@@ -114,31 +114,30 @@ def _messy_folder(root: Path) -> None:
     (root / "eel" / "empty.jpg").write_bytes(b"")
 
 
-def test_messy_image_folder_is_converted_and_bad_files_are_counted(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Path) -> None:
     _messy_folder(tmp_path / "images")
-    monkeypatch.chdir(tmp_path)
-    splits = prepare(
-        "imagefolder",
-        str(tmp_path / "images"),
+    artifacts = Artifacts(tmp_path)
+    params = DataParams(
+        source="imagefolder",
+        path=str(tmp_path / "images"),
         image_size=12,
         channels=3,
         val_fraction=0.1,
         test_fraction=0.2,
         calibration_size=10,
-        balance_tolerance=0.5,
+        class_balance_tolerance=0.5,
         seed=0,
         max_bad_fraction=0.1,
         min_per_class=10,
     )
+    splits = prepare(params, artifacts)
     assert sum(len(labels) for _, labels in splits.values()) == 60
     for images, _ in splits.values():
         assert images.shape[1:] == (3, 12, 12) and images.dtype == np.float32
         assert 0.0 <= images.min() and images.max() <= 1.0
-    info = load_info(tmp_path / "data/prepared")
+    info = load_info(artifacts.prepared_dir)
     assert info.classes == ["cat", "dog", "eel"] and info.channels == 3
-    checks = json.loads((tmp_path / "metrics/data_checks.json").read_text())
+    checks = json.loads(artifacts.data_checks.read_text())
     assert checks["unreadable_files"]["count"] == 3
     assert {Path(p).name for p in checks["unreadable_files"]["first"]} == {
         "corrupt.png",
@@ -148,10 +147,6 @@ def test_messy_image_folder_is_converted_and_bad_files_are_counted(
 
 
 def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
-    from PIL import Image
-
-    from stages.data import _image_array
-
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     array = _image_array(tmp_path / "ramp.png", 8, 1)
@@ -161,8 +156,6 @@ def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
 
 def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
     """Files in the exact python-pickle format of cifar-10-batches-py, with random pixels."""
-    import pickle
-
     generator = np.random.default_rng(0)
     root.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -180,13 +173,14 @@ def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
     (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": labels}, protocol=2))
 
 
-def test_cifar10_from_local_pickle_batches(tmp_path: Path, monkeypatch) -> None:
+def test_cifar10_from_local_pickle_batches(tmp_path: Path) -> None:
     _fake_cifar10(tmp_path / "cifar-10-batches-py")
-    monkeypatch.chdir(tmp_path)
-    splits = prepare(
-        "cifar10", str(tmp_path), None, None, 0.1, 0.2, 10, 0.5, seed=0, min_per_class=5
+    artifacts = Artifacts(tmp_path)
+    params = DataParams(
+        source="cifar10", path=str(tmp_path), image_size=None, calibration_size=10, min_per_class=5
     )
+    splits = prepare(params, artifacts)
     assert len(splits["test"][1]) == 20  # the official test batch stays the test split
     assert sum(len(splits[s][1]) for s in ("train", "val", "calibration")) == 100
     assert splits["train"][0].shape[1:] == (3, 32, 32)
-    assert load_info(tmp_path / "data/prepared").classes[0] == "airplane"
+    assert load_info(artifacts.prepared_dir).classes[0] == "airplane"

@@ -12,18 +12,28 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from stages.config import BenchmarkParams, DistillParams, PruneParams, load
-from stages.distill import STUDENT_CHECKPOINT, distill
-from stages.errors import PipelineError
-from stages.models import build_model, count_macs_params, load_model, save_checkpoint
-from stages.onnx_export import export_onnx
-from stages.prune import METRICS_FILE, PRUNED_CHECKPOINT, PRUNED_ONNX, prune
-from stages.pruning import MacsPruner, classifier_layer
+from compress.artifacts import Artifacts
+from compress.checkpoints import load_model, save_checkpoint
+from compress.errors import PipelineError
+from compress.models import build_model, count_macs_params
+from compress.onnx_export import export_onnx
+from compress.params import (
+    AugmentParams,
+    BenchmarkParams,
+    DistillParams,
+    PruneParams,
+    load_params,
+)
+from compress.pruning import MacsPruner, classifier_layer
+from compress.steps.distill import distill
+from compress.steps.prune import prune
 
 SHAPE = (1, 16, 16)
 TINY_BENCH = BenchmarkParams(batch_sizes=[1, 32], warmup_runs=1, timed_runs=5, intra_op_threads=2)
+NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)
 
 
 def _out_channels(model: nn.Module) -> dict[str, int]:
@@ -82,7 +92,7 @@ def test_checkpoint_rebuilds_in_a_fresh_process(tmp_path: Path) -> None:
     torch.save(images, tmp_path / "images.pt")
     code = (
         "import sys, torch\n"
-        "from stages.models import load_model\n"
+        "from compress.checkpoints import load_model\n"
         "model, _ = load_model(sys.argv[1])\n"
         "images = torch.load(sys.argv[2], weights_only=True)\n"
         "with torch.no_grad():\n"
@@ -111,45 +121,45 @@ def test_channel_shuffle_student_is_a_clear_error() -> None:
 
 
 @pytest.fixture
-def in_distilled(in_baseline: Path) -> Path:
+def distilled_copy(baseline_copy: Artifacts) -> Artifacts:
     distill(
-        "mobilenet_v3_small",
         DistillParams(student="mobilenet_v3_small", epochs=1, control=False),
-        1,
-        False,
+        NO_FLIP,
+        baseline_copy,
     )
-    return in_baseline
+    return baseline_copy
 
 
-def test_stage_prunes_the_distilled_student(in_distilled: Path) -> None:
-    teacher_before = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+def test_stage_prunes_the_distilled_student(distilled_copy: Artifacts) -> None:
+    artifacts = distilled_copy
+    teacher_before = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
     params = PruneParams(target_ratio=0.5, rounds=2, finetune_epochs=1, importance="taylor")
-    metrics = prune(params, DistillParams(epochs=1), 1, False, TINY_BENCH)
-    assert json.loads(METRICS_FILE.read_text())["pruned"] == metrics["pruned"]
+    metrics = prune(params, DistillParams(epochs=1), NO_FLIP, TINY_BENCH, artifacts)
+    assert json.loads(artifacts.prune_metrics.read_text())["pruned"] == metrics["pruned"]
     assert [row["round"] for row in metrics["rounds"]] == [0, 1, 2]
     assert metrics["vs_distilled"]["macs"] == pytest.approx(0.5, abs=0.025)
     assert metrics["pruned"]["onnx_bytes"] < metrics["distilled"]["onnx_bytes"]
     assert metrics["pruned"]["latency_p50_ms"]["batch_32"] > 0
-    model, _ = load_model(PRUNED_CHECKPOINT)
+    model, _ = load_model(artifacts.pruned_pt)
     assert (
         count_macs_params(
-            model, tuple(torch.load(PRUNED_CHECKPOINT, weights_only=True)["input_shape"])
+            model, tuple(torch.load(artifacts.pruned_pt, weights_only=True)["input_shape"])
         )[0]
         == metrics["pruned"]["macs"]
     )
-    assert PRUNED_ONNX.is_file()
-    teacher_after = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
+    assert artifacts.pruned_onnx.is_file()
+    teacher_after = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
-    assert Path("plots/prune/rounds.csv").read_text().startswith("round,macs,params,")
+    assert artifacts.prune_plot.read_text().startswith("round,macs,params,")
 
 
-def test_missing_or_corrupt_student_is_a_clear_error(in_baseline: Path) -> None:
-    with pytest.raises(PipelineError, match="Checkpoint 'models/student.pt' not found"):
-        prune(PruneParams(), DistillParams(), 1, False, TINY_BENCH)
-    STUDENT_CHECKPOINT.write_bytes(b"\x00" * 10)
-    with pytest.raises(PipelineError, match="Checkpoint 'models/student.pt' cannot be loaded"):
-        prune(PruneParams(), DistillParams(), 1, False, TINY_BENCH)
-    assert not PRUNED_CHECKPOINT.exists()
+def test_missing_or_corrupt_student_is_a_clear_error(baseline_copy: Artifacts) -> None:
+    with pytest.raises(PipelineError, match="Checkpoint '.*models/student.pt' not found"):
+        prune(PruneParams(), DistillParams(), NO_FLIP, TINY_BENCH, baseline_copy)
+    baseline_copy.student_pt.write_bytes(b"\x00" * 10)
+    with pytest.raises(PipelineError, match="Checkpoint '.*models/student.pt' cannot be loaded"):
+        prune(PruneParams(), DistillParams(), NO_FLIP, TINY_BENCH, baseline_copy)
+    assert not baseline_copy.pruned_pt.exists()
 
 
 @pytest.mark.parametrize(
@@ -162,9 +172,7 @@ def test_missing_or_corrupt_student_is_a_clear_error(in_baseline: Path) -> None:
     ],
 )
 def test_bad_prune_params_name_the_key(tmp_path: Path, changes: dict, culprit: str) -> None:
-    import yaml
-
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"prune": changes}))
     with pytest.raises(PipelineError, match=f"`{culprit}`"):
-        load("prune", PruneParams, params_file)
+        load_params(params_file)

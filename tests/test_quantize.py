@@ -4,6 +4,7 @@ the quantize stage on real digits."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,48 +14,50 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 
-from stages.baseline import TEACHER_CHECKPOINT
-from stages.config import (
+from compress.artifacts import Artifacts
+from compress.checkpoints import load_model
+from compress.data import load_info, normalized_dataset
+from compress.errors import PipelineError
+from compress.models import build_model, fold_batchnorm
+from compress.onnx_export import export_onnx
+from compress.params import (
+    AugmentParams,
     BenchmarkParams,
     DistillParams,
     PruneParams,
     QATParams,
     QuantizeParams,
     SparsityParams,
-    load,
+    load_params,
 )
-from stages.data import load_info, normalized_dataset
-from stages.distill import distill
-from stages.errors import PipelineError
-from stages.models import build_model, fold_batchnorm, load_model
-from stages.onnx_export import export_onnx
-from stages.prune import prune
-from stages.quantization import load_qat_checkpoint, post_training_quantize, resolve_keep_fp32
-from stages.quantize import (
-    METRICS_FILE,
-    QAT_CHECKPOINT,
-    QUANTIZED_ONNX,
-    TEACHER_INT8_ONNX,
+from compress.quantization import (
     export_int8,
-    quantize,
+    load_qat_checkpoint,
+    post_training_quantize,
+    resolve_keep_fp32,
 )
+from compress.steps.distill import distill
+from compress.steps.prune import prune
+from compress.steps.quantize import quantize
 
 TINY_BENCH = BenchmarkParams(batch_sizes=[1, 32], warmup_runs=1, timed_runs=5, intra_op_threads=2)
 SHAPE = (1, 8, 8)
+NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)
 
 
 @pytest.fixture(scope="module")
-def resnet_int8(baseline_workdir: Path, tmp_path_factory) -> dict:
+def resnet_int8(baseline_artifacts: Artifacts, tmp_path_factory) -> dict:
     """The two-epoch resnet18 teacher, PTQ-quantized on the real calibration split and exported
     both ways. A trained network, not a random one: a random network's logits are near-ties, so
     agreement between runtimes would measure float rounding on this CPU, not the export."""
     folder = tmp_path_factory.mktemp("int8")
-    prepared = baseline_workdir / "data/prepared"
+    prepared = baseline_artifacts.prepared_dir
     info = load_info(prepared)
     calibration = normalized_dataset("calibration", info, prepared).tensors[0]
     test = normalized_dataset("test", info, prepared).tensors[0][:200]
-    model, _ = load_model(baseline_workdir / TEACHER_CHECKPOINT)
+    model, _ = load_model(baseline_artifacts.teacher_pt)
     model.eval()
     export_onnx(model, SHAPE, folder / "fp32.onnx")
     keep = resolve_keep_fp32(model, ["first_conv", "classifier"], 10)
@@ -159,32 +162,24 @@ def test_unknown_keep_fp32_name_lists_the_layers() -> None:
 
 
 @pytest.fixture(scope="module")
-def quantized_stage(baseline_workdir: Path, tmp_path_factory) -> Path:
+def quantized_stage(baseline_artifacts: Artifacts, tmp_path_factory) -> Artifacts:
     """distill -> prune -> quantize (QAT with 50 % sparsity) on real digits, short schedules."""
-    import os
-    import shutil
-
-    workdir = tmp_path_factory.mktemp("quantize")
-    shutil.copytree(baseline_workdir / "data", workdir / "data")
-    shutil.copytree(baseline_workdir / "models", workdir / "models")
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        distill_params = DistillParams(student="mobilenet_v3_small", epochs=1, control=False)
-        distill("mobilenet_v3_small", distill_params, 1, False)
-        prune(PruneParams(rounds=1, finetune_epochs=1), distill_params, 1, False, TINY_BENCH)
-        teacher_before = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
-        params = QuantizeParams(qat=QATParams(epochs=1), sparsity=SparsityParams(ratio=0.5))
-        quantize(params, distill_params, 1, False, TINY_BENCH)
-        teacher_after = torch.load("models/teacher.pt", weights_only=True)["state_dict"]
-        assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
-    finally:
-        os.chdir(cwd)
-    return workdir
+    artifacts = Artifacts(tmp_path_factory.mktemp("quantize"))
+    shutil.copytree(baseline_artifacts.root / "data", artifacts.root / "data")
+    shutil.copytree(baseline_artifacts.root / "models", artifacts.root / "models")
+    distill_params = DistillParams(student="mobilenet_v3_small", epochs=1, control=False)
+    distill(distill_params, NO_FLIP, artifacts)
+    prune(PruneParams(rounds=1, finetune_epochs=1), distill_params, NO_FLIP, TINY_BENCH, artifacts)
+    teacher_before = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
+    params = QuantizeParams(qat=QATParams(epochs=1), sparsity=SparsityParams(ratio=0.5))
+    quantize(params, distill_params, NO_FLIP, TINY_BENCH, artifacts)
+    teacher_after = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
+    return artifacts
 
 
-def test_stage_metrics_and_outputs(quantized_stage: Path) -> None:
-    metrics = json.loads((quantized_stage / METRICS_FILE).read_text())
+def test_stage_metrics_and_outputs(quantized_stage: Artifacts) -> None:
+    metrics = json.loads(quantized_stage.quantize_metrics.read_text())
     accuracy = metrics["accuracy"]
     assert abs(accuracy["int8_onnxruntime"] - accuracy["qat_torch"]) <= 0.01
     assert accuracy["onnx_torch_agreement"] >= 0.99
@@ -195,19 +190,20 @@ def test_stage_metrics_and_outputs(quantized_stage: Path) -> None:
         "features.0.0" in metrics["layers"]["fp32"] and "classifier.3" in metrics["layers"]["fp32"]
     )
     assert metrics["latency_p50_ms"]["int8"]["batch_32"] > 0
-    assert (quantized_stage / TEACHER_INT8_ONNX).stat().st_size < 0.35 * (
-        quantized_stage / "models/teacher.onnx"
-    ).stat().st_size
+    assert (
+        quantized_stage.teacher_int8_onnx.stat().st_size
+        < 0.35 * quantized_stage.teacher_onnx.stat().st_size
+    )
 
 
-def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Path) -> None:
-    checkpoint = quantized_stage / QAT_CHECKPOINT
+def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Artifacts) -> None:
+    checkpoint = quantized_stage.quantized_pt
     torch.load(checkpoint, weights_only=True)
     images = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    torch.save(images, quantized_stage / "images.pt")
+    torch.save(images, quantized_stage.root / "images.pt")
     code = (
         "import sys, torch\n"
-        "from stages.quantization import load_qat_checkpoint\n"
+        "from compress.quantization import load_qat_checkpoint\n"
         "model = load_qat_checkpoint(sys.argv[1])\n"
         "with torch.no_grad():\n"
         "    torch.save(model(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])\n"
@@ -218,21 +214,21 @@ def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Path) -> Non
             "-c",
             code,
             str(checkpoint),
-            str(quantized_stage / "images.pt"),
-            str(quantized_stage / "logits.pt"),
+            str(quantized_stage.root / "images.pt"),
+            str(quantized_stage.root / "logits.pt"),
         ],
         check=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    reloaded = torch.load(quantized_stage / "logits.pt", weights_only=True)
+    reloaded = torch.load(quantized_stage.root / "logits.pt", weights_only=True)
     with torch.no_grad():
         assert torch.allclose(load_qat_checkpoint(checkpoint)(images), reloaded)
-    assert QUANTIZED_ONNX.name == "quantized.onnx"
+    assert quantized_stage.quantized_onnx.name == "quantized.onnx"
 
 
-def test_missing_pruned_artifact_is_a_clear_error(in_baseline: Path) -> None:
-    with pytest.raises(PipelineError, match="Checkpoint 'models/pruned.pt' not found"):
-        quantize(QuantizeParams(), DistillParams(), 1, False, TINY_BENCH)
+def test_missing_pruned_artifact_is_a_clear_error(baseline_copy: Artifacts) -> None:
+    with pytest.raises(PipelineError, match="Checkpoint '.*models/pruned.pt' not found"):
+        quantize(QuantizeParams(), DistillParams(), NO_FLIP, TINY_BENCH, baseline_copy)
 
 
 @pytest.mark.parametrize(
@@ -244,9 +240,7 @@ def test_missing_pruned_artifact_is_a_clear_error(in_baseline: Path) -> None:
     ],
 )
 def test_bad_quantize_params_name_the_key(tmp_path: Path, changes: dict, culprit: str) -> None:
-    import yaml
-
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"quantize": changes}))
     with pytest.raises(PipelineError, match=f"`{culprit}`"):
-        load("quantize", QuantizeParams, params_file)
+        load_params(params_file)

@@ -46,7 +46,8 @@ def baseline(
     device: str = "cpu",
 ) -> dict:
     info = load_info(artifacts.prepared_dir)
-    user_weights = read_checkpoint(params.checkpoint) if params.checkpoint else None  # fail early
+    checkpoint = artifacts.resolve(params.checkpoint) if params.checkpoint else None
+    user_weights = read_checkpoint(checkpoint) if checkpoint else None  # fail before any work
     seed_everything(params.seed)
     model = build_model(
         params.arch, info.num_classes, info.channels, info.image_size, param="teacher.arch"
@@ -63,9 +64,9 @@ def baseline(
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
 
     if user_weights is not None:
-        load_weights(model, user_weights["state_dict"], params.checkpoint, params.arch)
+        load_weights(model, user_weights["state_dict"], checkpoint, params.arch)
         history, train_seconds = [], 0.0
-        log.info("Loaded teacher '%s' from %s", params.arch, params.checkpoint)
+        log.info("Loaded teacher '%s' from %s", params.arch, checkpoint)
     else:
         log.info("Training teacher '%s' for %d epochs", params.arch, params.epochs)
         result = fit(

@@ -49,7 +49,7 @@ def distill(
         params.student,
         ratios["params_ratio"],
     )
-    history = train_distilled(student, teacher, params, info, train_set, val_loader, device)
+    result = train_distilled(student, teacher, params, info, train_set, val_loader, device)
     save_checkpoint(
         artifacts.student_pt, student, params.student, info.input_shape, info.num_classes
     )
@@ -69,7 +69,7 @@ def distill(
             artifacts.student_pt,
             artifacts.student_onnx,
         )
-        | {"best_epoch": history.best_epoch, "train_seconds": round(history.seconds, 2)},
+        | {"best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2)},
     }
     control_history: list[dict] = []
     if params.control:
@@ -96,7 +96,7 @@ def distill(
     metrics |= compression_summary(metrics, artifacts)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     atomic.write_json(artifacts.distill_metrics, metrics)
-    atomic.write_csv(artifacts.distilled_plot, history.history)
+    atomic.write_csv(artifacts.distilled_plot, result.history)
     atomic.write_csv(artifacts.control_plot, control_history)
     log.info(
         "Distilled student %.4f vs control %s vs teacher %.4f; %.1fx fewer params",

@@ -48,7 +48,7 @@ def collect_candidates(extra: list[str], artifacts: Artifacts) -> tuple[dict[str
         else:
             notes.append(f"{name}: '{path}' not found (its stage is off or did not run), skipped")
     for entry in extra:
-        path = Path(entry)
+        path = artifacts.resolve(entry)
         if not path.is_file():
             raise PipelineError(f"evaluate.extra_candidates lists '{path}', which does not exist.")
         found[f"extra:{path.stem}"] = path

@@ -157,7 +157,8 @@ def write_prepared(splits: Splits, raw: RawData, source: str, out_dir: Path) -> 
 def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
     """Load the source, drop duplicates, split, check with Great Expectations, then write
     data/prepared/ (only when every check passed) and metrics/data_checks.json."""
-    raw = load_source(params.source, params.path, params.image_size, params.channels)
+    source_path = str(artifacts.resolve(params.path)) if params.path else None
+    raw = load_source(params.source, source_path, params.image_size, params.channels)
     check_readable(raw, params.max_bad_fraction)
     raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
     check_class_counts(raw, params.min_per_class)
