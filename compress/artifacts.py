@@ -63,6 +63,8 @@ class Artifacts:
     # evaluate
     shipped_onnx = _Entry("models/shipped.onnx")
     shipped_json = _Entry("models/shipped.json")
+    openvino_dir = _Entry("models/openvino")  # shipped.xml + shipped.bin (OpenVINO IR)
+    shipped_ir = _Entry("models/openvino/shipped.xml", out=False)
     report = _Entry("reports/compression.md")
     evaluate_metrics = _Entry("metrics/evaluate.json")
     pareto_size_plot = _Entry("plots/evaluate/pareto_size.png")

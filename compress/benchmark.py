@@ -16,13 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from PIL import Image
 from torch import nn
 
 from compress import ort_memory
-from compress.onnx_runtime import ort_session
+from compress.contract import ModelContract
+from compress.data import normalize
+from compress.runtimes import Runner, onnxruntime_runner
+from compress.sources import decode_image
 
 
 def time_runs(run: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
@@ -47,19 +49,19 @@ def summarize(samples: np.ndarray, batch_size: int) -> dict[str, float]:
     }
 
 
-def onnx_latency(
-    session: ort.InferenceSession,
+def runner_latency(
+    runner: Runner,
     input_shape: tuple[int, ...],
     batch_sizes: list[int],
     warmup: int,
     runs: int,
 ) -> dict[str, dict[str, float]]:
-    name = session.get_inputs()[0].name
+    """Latency of one model in one runtime at each batch size (random inputs, fixed seed)."""
     results = {}
     for batch in batch_sizes:
-        feed = {name: np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)}
+        images = np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)
         results[f"batch_{batch}"] = summarize(
-            time_runs(lambda feed=feed: session.run(None, feed), warmup, runs), batch
+            time_runs(lambda images=images: runner(images), warmup, runs), batch
         )
     return results
 
@@ -97,39 +99,17 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def preprocess_png(
-    png: bytes, image_size: int, channels: int, mean: list[float], std: list[float]
-) -> np.ndarray:
-    """Decode, resize, scale and normalize one image into a (1, C, H, W) float32 batch."""
-    with Image.open(io.BytesIO(png)) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / 255.0
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    normalized = (array - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(
-        std, np.float32
-    )[:, None, None]
-    return normalized[None].astype(np.float32)
+def preprocess_png(png: bytes, contract: ModelContract) -> np.ndarray:
+    """Decode (the preparation's own decoder) and normalize one image into a (1, C, H, W) batch."""
+    image = torch.from_numpy(decode_image(io.BytesIO(png), contract.image_size, contract.channels))
+    return normalize(image[None], contract).numpy()
 
 
 def end_to_end_latency(
-    session: ort.InferenceSession,
-    png: bytes,
-    image_size: int,
-    channels: int,
-    mean: list[float],
-    std: list[float],
-    warmup: int,
-    runs: int,
+    runner: Runner, png: bytes, contract: ModelContract, warmup: int, runs: int
 ) -> dict[str, float]:
     """Batch-1 latency from PNG bytes to logits: decoding and preprocessing included."""
-    name = session.get_inputs()[0].name
-
-    def run() -> None:
-        session.run(None, {name: preprocess_png(png, image_size, channels, mean, std)})
-
-    return summarize(time_runs(run, warmup, runs), 1)
+    return summarize(time_runs(lambda: runner(preprocess_png(png, contract)), warmup, runs), 1)
 
 
 def onnx_peak_memory(
@@ -157,8 +137,40 @@ def process_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 2)
 
 
+def compare_latency(
+    runners: dict[str, Runner],
+    input_shape: tuple[int, ...],
+    batch_sizes: list[int],
+    warmup: int,
+    runs: int,
+    repeats: int = 5,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Latency of several models (or runtimes) measured side by side in one process: the timed
+    runs are split into `repeats` rounds and the models take turns in each round, so machine
+    noise (another process, frequency changes) falls on all of them alike."""
+    rng = np.random.default_rng(0)
+    feeds = {batch: rng.random((batch, *input_shape), dtype=np.float32) for batch in batch_sizes}
+    per_round = max(runs // repeats, 1)
+    samples: dict[tuple[str, int], list[np.ndarray]] = {}
+    for runner in runners.values():
+        for feed in feeds.values():
+            time_runs(lambda r=runner, f=feed: r(f), warmup, 1)
+    for _ in range(repeats):
+        for batch, feed in feeds.items():
+            for name, runner in runners.items():
+                timed = time_runs(lambda r=runner, f=feed: r(f), 0, per_round)
+                samples.setdefault((name, batch), []).append(timed)
+    return {
+        name: {
+            f"batch_{batch}": summarize(np.concatenate(samples[(name, batch)]), batch)
+            for batch in batch_sizes
+        }
+        for name in runners
+    }
+
+
 def compare_onnx_latency(
-    models: dict[str, str | Path],
+    models: dict[str, Path],
     input_shape: tuple[int, ...],
     batch_sizes: list[int],
     warmup: int,
@@ -166,29 +178,6 @@ def compare_onnx_latency(
     threads: int,
     repeats: int = 5,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Latency of several ONNX models measured side by side in one process: the timed runs are
-    split into `repeats` rounds and the models take turns in each round, so machine noise
-    (another process, frequency changes) falls on all of them alike."""
-    sessions = {name: ort_session(path, threads) for name, path in models.items()}
-    rng = np.random.default_rng(0)
-    feeds = {batch: rng.random((batch, *input_shape), dtype=np.float32) for batch in batch_sizes}
-    per_round = max(runs // repeats, 1)
-    samples: dict[tuple[str, int], list[np.ndarray]] = {}
-    for session in sessions.values():
-        for feed in feeds.values():
-            time_runs(lambda s=session, f=feed: s.run(None, {s.get_inputs()[0].name: f}), warmup, 1)
-    for _ in range(repeats):
-        for batch, feed in feeds.items():
-            for name, session in sessions.items():
-                input_name = session.get_inputs()[0].name
-                timed = time_runs(
-                    lambda s=session, f=feed, n=input_name: s.run(None, {n: f}), 0, per_round
-                )
-                samples.setdefault((name, batch), []).append(timed)
-    return {
-        name: {
-            f"batch_{batch}": summarize(np.concatenate(samples[(name, batch)]), batch)
-            for batch in batch_sizes
-        }
-        for name in models
-    }
+    """`compare_latency` of ONNX files in ONNX Runtime."""
+    runners = {name: onnxruntime_runner(path, threads) for name, path in models.items()}
+    return compare_latency(runners, input_shape, batch_sizes, warmup, runs, repeats)

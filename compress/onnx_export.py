@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from compress import atomic
+from compress.contract import ModelContract, with_contract
 from compress.errors import PipelineError
 
 OPSET = 17
@@ -17,9 +18,15 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path) -> None:
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    path: str | Path,
+    contract: ModelContract | None = None,
+) -> None:
     """TorchScript-based exporter: a single self-contained file (no external data), which also
-    handles the quantized and pruned graphs later stages produce."""
+    handles the quantized and pruned graphs later stages produce. With a contract, the file
+    carries its preprocessing and class names in its metadata."""
     model = model.eval()
     example = torch.zeros(1, *input_shape)
 
@@ -36,6 +43,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str |
                 opset_version=OPSET,
                 dynamo=False,
             )
+        if contract is not None:
+            onnx.save(with_contract(onnx.load(str(tmp)), contract), str(tmp))
         onnx.checker.check_model(str(tmp))
 
     atomic.write_with(path, write)

@@ -26,6 +26,7 @@ PARAMS_FILE = Path("params.yaml")
 TemperatureSchedule = Literal["constant", "linear"]
 Divergence = Literal["forward_kl", "reverse_kl"]
 Importance = Literal["l1", "l2", "bn_scale", "taylor", "random"]
+Runtime = Literal["onnxruntime", "openvino"]
 
 
 class Section(BaseModel):
@@ -159,6 +160,19 @@ class EvaluateParams(Section):
     timed_runs: int = Field(50, ge=3, le=100_000)
     repeats: int = Field(5, ge=1, le=100)
     intra_op_threads: int = Field(2, ge=1, le=256)
+    runtimes: list[Runtime] = Field(
+        default_factory=lambda: ["onnxruntime", "openvino"], min_length=1
+    )
+    target_runtime: Runtime = "onnxruntime"  # whose figures the gate and the objective use
+
+    @model_validator(mode="after")
+    def _target_among_runtimes(self) -> EvaluateParams:
+        if self.target_runtime not in self.runtimes:
+            raise ValueError(
+                f"evaluate.target_runtime '{self.target_runtime}' must be one of "
+                f"evaluate.runtimes {self.runtimes}"
+            )
+        return self
 
 
 class ComputeParams(Section):

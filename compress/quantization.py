@@ -23,6 +23,7 @@ from torch import nn
 
 from compress import atomic
 from compress.checkpoints import read_checkpoint, rebuild_architecture, save_checkpoint
+from compress.contract import ModelContract, copy_contract
 from compress.errors import PipelineError
 from compress.int8_onnx import (
     compact,
@@ -166,14 +167,19 @@ def load_qat_checkpoint(path: Path) -> nn.Module:
     return quantized.eval()
 
 
-def export_int8(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> int:
+def export_int8(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    path: Path,
+    contract: ModelContract | None = None,
+) -> int:
     """strip(NATIVE) -> ONNX with fake-quantized fp32 weights -> weights folded into int8
     initializers. Returns the number of int8 weight tensors."""
     example = torch.zeros(1, *input_shape)
     stripped = nncf.strip(
         model, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example
     )
-    export_onnx(stripped, input_shape, path)
+    export_onnx(stripped, input_shape, path, contract)
     graph, folded = fold_weight_quantizers(inline_constant_identities(onnx.load(str(path))))
     graph, _ = quantize_biases(graph)
     graph = compact(graph)
@@ -198,4 +204,5 @@ def quantize_onnx_ptq(source: Path, calibration: torch.Tensor, target: Path) -> 
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(batches),
     )
+    copy_contract(model, quantized)
     atomic.write_with(target, lambda tmp: onnx.save(quantized, str(tmp)))

@@ -24,8 +24,8 @@ from compress.artifacts import Artifacts
 from compress.benchmark import compare_onnx_latency
 from compress.data import load_info, load_split, normalize
 from compress.decision import promotion_decision
-from compress.onnx_runtime import onnx_accuracy
 from compress.params import RegistryParams, load_params
+from compress.runtimes import onnx_accuracy
 from flows.compress import StageFailed, compress, run_dvc
 
 

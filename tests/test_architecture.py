@@ -19,9 +19,10 @@ FIRST_PARTY = ("compress", "stages", "flows")
 LAYERS: list[set[str]] = [
     {"compress.errors"},
     {"compress.atomic", "compress.artifacts"},
-    {"compress.params"},
+    {"compress.params", "compress.contract"},
     {
         "compress.data",
+        "compress.sources",
         "compress.quality",
         "compress.decision",
         "compress.report",
@@ -36,8 +37,9 @@ LAYERS: list[set[str]] = [
         "compress.ort_memory",
         "compress.pruning",
         "compress.training",
+        "compress.runtimes",
     },
-    {"compress.benchmark", "compress.checkpoints"},
+    {"compress.benchmark", "compress.checkpoints", "compress.predict"},
     {"compress.distillation", "compress.quantization"},
     {
         "compress.steps.prepare",
@@ -49,7 +51,7 @@ LAYERS: list[set[str]] = [
         "compress.steps.evaluate",
     },
     {"compress.runner"},
-    {"compress.check_params"},
+    {"compress.cli"},
 ]
 
 

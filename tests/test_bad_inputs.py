@@ -295,7 +295,7 @@ def test_unexpected_io_error_exits_with_the_transient_code(capsys: pytest.Captur
 
 
 def test_check_params_cli_validates_without_running_anything(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "compress.check_params"]
+    command = [sys.executable, "-m", "compress.cli", "check-params"]
     valid = subprocess.run(
         [*command, str(REPO_ROOT / "params.yaml")], capture_output=True, text=True
     )

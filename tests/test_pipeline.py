@@ -5,6 +5,8 @@ through the GTO registry. Runs under Prefect's test harness (embedded database).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -21,6 +23,9 @@ from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
 from compress.artifacts import Artifacts
+from compress.benchmark import encode_png
+from compress.contract import read_contract
+from compress.data import load_split
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
 from flows.update_cycle import update_cycle
@@ -101,6 +106,7 @@ def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
     metrics = json.loads(artifacts.evaluate_metrics.read_text())["candidates"]
     for figures in metrics.values():
         assert figures["size_bytes"] == (repo / figures["file"]).stat().st_size
+        assert figures["runtimes"]["openvino"]["agreement_with_onnxruntime"] >= 0.99
         for stats in figures["latency"].values():
             assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
     session = ort.InferenceSession(str(artifacts.shipped_onnx), providers=["CPUExecutionProvider"])
@@ -111,6 +117,38 @@ def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
     assert np.mean(predictions == test["labels"].numpy()) == shipped["metrics"]["accuracy"]
     assert _dvc(repo, "metrics", "show").returncode == 0
     assert _dvc(repo, "plots", "show", "--json").returncode == 0
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predict_reproduces_evaluates_accuracy_on_the_test_split_files(
+    pipeline, tmp_path: Path, runtime: str
+) -> None:
+    repo, _ = pipeline
+    artifacts = Artifacts(repo)
+    images, labels = load_split("test", artifacts.prepared_dir)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / f"{index:04d}_{int(label)}.png").write_bytes(encode_png(image.numpy()))
+    done = _run(
+        repo,
+        "compress",
+        "predict",
+        "models/shipped.onnx",
+        str(tmp_path),
+        "--top-k",
+        "1",
+        "--format",
+        "csv",
+        "--runtime",
+        runtime,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == len(labels)
+    hits = [row["class_1"] == Path(row["file"]).stem.split("_")[1] for row in rows]
+    shipped = json.loads(artifacts.shipped_json.read_text())
+    assert np.mean(hits) == shipped["metrics"]["runtimes"][runtime]["accuracy"]
+    assert artifacts.shipped_ir.is_file() and artifacts.shipped_ir.with_suffix(".bin").is_file()
+    assert read_contract(artifacts.shipped_onnx).provenance["params_sha256"]
 
 
 def _kill_after(repo: Path, stage: str, marker: str) -> bool:

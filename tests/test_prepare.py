@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from compress.artifacts import Artifacts
-from compress.data import _image_array, load_info, load_split
+from compress.data import load_info, load_split
 from compress.data_checks import image_hashes
 from compress.errors import PipelineError
 from compress.params import DataParams
+from compress.sources import decode_image
 from compress.steps.prepare import deduplicate, prepare
 from tests.conftest import DIGITS
 
@@ -149,7 +150,7 @@ def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Pat
 def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
-    array = _image_array(tmp_path / "ramp.png", 8, 1)
+    array = decode_image(tmp_path / "ramp.png", 8, 1)
     assert array.shape == (1, 8, 8)
     assert array.min() < 0.1 and array.max() > 0.9  # not clipped to white
 

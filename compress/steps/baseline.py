@@ -13,9 +13,9 @@ from compress.artifacts import Artifacts
 from compress.benchmark import (
     encode_png,
     end_to_end_latency,
-    onnx_latency,
     onnx_peak_memory,
     process_peak_rss_mb,
+    runner_latency,
     torch_latency,
 )
 from compress.checkpoints import load_weights, read_checkpoint, save_checkpoint
@@ -30,9 +30,9 @@ from compress.data import (
 )
 from compress.models import build_model, count_macs_params, state_dict_bytes
 from compress.onnx_export import export_onnx
-from compress.onnx_runtime import ort_session, run_logits
 from compress.params import AugmentParams, BenchmarkParams, TeacherParams
 from compress.quality import classification_metrics
+from compress.runtimes import onnxruntime_runner, run_logits
 from compress.training import cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def baseline(
 
     logits, labels = predict(model, test_loader)
     save_checkpoint(artifacts.teacher_pt, model, params.arch, info.input_shape, info.num_classes)
-    export_onnx(model, info.input_shape, artifacts.teacher_onnx)
+    export_onnx(model, info.input_shape, artifacts.teacher_onnx, info.contract())
     metrics = {
         "arch": params.arch,
         "source": "checkpoint" if params.checkpoint else "trained",
@@ -113,9 +113,9 @@ def teacher_costs(
     artifacts: Artifacts,
 ) -> dict:
     """The exported teacher's agreement with torch, its size, latency, throughput and memory."""
-    session = ort_session(artifacts.teacher_onnx, bench.intra_op_threads)
+    runner = onnxruntime_runner(artifacts.teacher_onnx, bench.intra_op_threads)
     test_images, _ = load_split("test", artifacts.prepared_dir)
-    onnx_logits = run_logits(session, normalize(test_images, info).numpy())
+    onnx_logits = run_logits(runner, normalize(test_images, info).numpy())
     macs, params = count_macs_params(model, info.input_shape)
     timing = (bench.warmup_runs, bench.timed_runs)
     latency = {
@@ -123,14 +123,11 @@ def teacher_costs(
         "torch_eager": torch_latency(
             model, info.input_shape, bench.batch_sizes, *timing, bench.intra_op_threads
         ),
-        "onnxruntime": onnx_latency(session, info.input_shape, bench.batch_sizes, *timing),
+        "onnxruntime": runner_latency(runner, info.input_shape, bench.batch_sizes, *timing),
         "end_to_end_batch_1": end_to_end_latency(
-            session,
+            runner,
             encode_png(test_images[0].numpy()),
-            info.image_size,
-            info.channels,
-            info.mean,
-            info.std,
+            info.contract(),
             *timing,
         ),
     }

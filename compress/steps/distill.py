@@ -53,7 +53,7 @@ def distill(
     save_checkpoint(
         artifacts.student_pt, student, params.student, info.input_shape, info.num_classes
     )
-    export_onnx(student, info.input_shape, artifacts.student_onnx)
+    export_onnx(student, info.input_shape, artifacts.student_onnx, info.contract())
     student_logits, _ = predict(student, test_loader)
     metrics = {
         "student_arch": params.student,
@@ -224,7 +224,9 @@ def train_control(
         save_checkpoint(
             folder / artifacts.control_pt.name, control, arch, info.input_shape, info.num_classes
         )
-        export_onnx(control, info.input_shape, folder / artifacts.control_onnx.name)
+        export_onnx(
+            control, info.input_shape, folder / artifacts.control_onnx.name, info.contract()
+        )
 
     atomic.replace_dir(artifacts.control_dir, build)
     return result.history

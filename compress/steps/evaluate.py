@@ -5,29 +5,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import subprocess
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import yaml
 
 from compress import atomic
 from compress.artifacts import REFERENCE_CANDIDATE, Artifacts
 from compress.benchmark import (
-    compare_onnx_latency,
+    compare_latency,
     encode_png,
     end_to_end_latency,
     onnx_peak_memory,
 )
+from compress.contract import with_contract
 from compress.data import DatasetInfo, load_info, load_split, normalize
 from compress.decision import gate_decision, pareto_front
 from compress.errors import PipelineError
 from compress.onnx_export import load_onnx
-from compress.onnx_runtime import ort_session, run_logits
 from compress.params import EvaluateParams
 from compress.quality import full_quality
 from compress.report import COSTS, cost_of, pareto_plot, write_report, write_tables
+from compress.runtimes import load_runner, run_logits, save_openvino_ir
 
 log = logging.getLogger(__name__)
 
@@ -70,51 +72,68 @@ def parameter_count(path: Path) -> int:
 def measure(
     candidates: dict[str, Path], info: DatasetInfo, params: EvaluateParams, artifacts: Artifacts
 ) -> dict[str, dict]:
-    """Quality, size, interleaved latency, end-to-end latency and memory of every candidate."""
+    """Quality, size, latency (every candidate in every runtime, interleaved), end-to-end
+    latency and memory of every candidate; the top-level figures are the target runtime's."""
     raw_images, labels = load_split("test", artifacts.prepared_dir)
     images, labels = normalize(raw_images, info).numpy(), labels.numpy()
-    logits = {
-        name: run_logits(path, images, params.intra_op_threads) for name, path in candidates.items()
+    runners = {
+        f"{name}@{runtime}": load_runner(runtime, path, params.intra_op_threads)
+        for name, path in candidates.items()
+        for runtime in params.runtimes
     }
-    latency = compare_onnx_latency(
-        candidates,
+    logits = {key: run_logits(runner, images) for key, runner in runners.items()}
+    latency = compare_latency(
+        runners,
         info.input_shape,
         params.batch_sizes,
         params.warmup_runs,
         params.timed_runs,
-        params.intra_op_threads,
         params.repeats,
     )
     png = encode_png(raw_images[0].numpy())
-    results = {}
+    target, results = params.target_runtime, {}
     for name, path in candidates.items():
-        session = ort_session(path, params.intra_op_threads)
         results[name] = {
             "file": artifacts.relative(path),
-            **full_quality(logits[name], labels, logits[REFERENCE], info.classes),
+            **full_quality(
+                logits[f"{name}@{target}"], labels, logits[f"{REFERENCE}@{target}"], info.classes
+            ),
             "size_bytes": path.stat().st_size,
             "params": parameter_count(path),
-            "latency": latency[name],
+            "runtime": target,
+            "latency": latency[f"{name}@{target}"],
+            "runtimes": {
+                runtime: {
+                    "accuracy": float(np.mean(logits[f"{name}@{runtime}"].argmax(1) == labels)),
+                    f"agreement_with_{target}": float(
+                        np.mean(
+                            logits[f"{name}@{runtime}"].argmax(1)
+                            == logits[f"{name}@{target}"].argmax(1)
+                        )
+                    ),
+                    "latency": latency[f"{name}@{runtime}"],
+                }
+                for runtime in params.runtimes
+            },
             "end_to_end_batch_1": end_to_end_latency(
-                session,
+                runners[f"{name}@{target}"],
                 png,
-                info.image_size,
-                info.channels,
-                info.mean,
-                info.std,
+                info.contract(),
                 params.warmup_runs,
                 params.timed_runs,
             ),
-            "memory_batch_32": onnx_peak_memory(
+            "memory_batch_32_onnxruntime": onnx_peak_memory(
                 path, info.input_shape, 32, params.intra_op_threads
             ),
         }
         log.info(
-            "%-14s acc %.4f  %8.2f MB  p50 b1 %.3f ms",
+            "%-14s %s",
             name,
-            results[name]["accuracy"],
-            results[name]["size_bytes"] / 2**20,
-            latency[name]["batch_1"]["p50_ms"],
+            "  ".join(
+                f"{runtime}: acc {figures['accuracy']:.4f} p50 b1 "
+                f"{figures['latency']['batch_1']['p50_ms']:.3f} ms"
+                for runtime, figures in results[name]["runtimes"].items()
+            ),
         )
     for result in results.values():
         result["vs_teacher"] = versus(result, results[REFERENCE], max(params.batch_sizes))
@@ -172,6 +191,69 @@ def provenance(artifacts: Artifacts) -> dict:
     }
 
 
+INT8_PAIRS = {"quantized": "pruned", "teacher_int8": REFERENCE}
+
+
+def int8_vs_fp32(results: dict[str, dict], runtimes: list[str]) -> dict[str, dict]:
+    """p50 latency of each INT8 model over its fp32 source, per runtime and batch size (below 1
+    is faster): the same INT8 file can win in one runtime and lose in another."""
+    return {
+        runtime: {
+            f"{int8}_vs_{fp32}": {
+                batch: round(
+                    figures["p50_ms"]
+                    / results[fp32]["runtimes"][runtime]["latency"][batch]["p50_ms"],
+                    4,
+                )
+                for batch, figures in results[int8]["runtimes"][runtime]["latency"].items()
+            }
+            for int8, fp32 in INT8_PAIRS.items()
+            if int8 in results and fp32 in results
+        }
+        for runtime in runtimes
+    }
+
+
+def ship(
+    source: Path,
+    name: str,
+    figures: dict,
+    info: DatasetInfo,
+    params: EvaluateParams,
+    artifacts: Artifacts,
+) -> None:
+    """models/shipped.onnx: the chosen candidate with its contract and provenance in its
+    metadata; its OpenVINO IR when OpenVINO is among the runtimes; shipped.json with the figures."""
+    origin = provenance(artifacts)
+    contract = replace(info.contract(), provenance=origin)
+    model = with_contract(load_onnx(source), contract)
+    atomic.write_with(artifacts.shipped_onnx, lambda tmp: onnx.save(model, str(tmp)))
+    if "openvino" in params.runtimes:
+        atomic.replace_dir(
+            artifacts.openvino_dir,
+            lambda folder: save_openvino_ir(artifacts.shipped_onnx, folder / "shipped.xml"),
+        )
+    else:
+        atomic.replace_dir(
+            artifacts.openvino_dir,
+            lambda folder: (folder / "skipped.txt").write_text(
+                "openvino is not in evaluate.runtimes\n"
+            ),
+        )
+    atomic.write_json(
+        artifacts.shipped_json,
+        {
+            "candidate": name,
+            "source_file": artifacts.relative(source),
+            "metrics": figures,
+            "objective": params.objective,
+            "target_runtime": params.target_runtime,
+            "contract": asdict(contract),
+            **origin,
+        },
+    )
+
+
 def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
     info = load_info(artifacts.prepared_dir)
     candidates, notes = collect_candidates(params.extra_candidates, artifacts)
@@ -190,29 +272,19 @@ def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
         artifacts.candidates_plot,
         artifacts.confusion_plot,
     )
-    metrics = {"candidates": results, "decision": decision, "notes": notes}
+    metrics = {
+        "candidates": results,
+        "decision": decision,
+        "int8_vs_fp32_latency": int8_vs_fp32(results, params.runtimes),
+        "notes": notes,
+    }
     atomic.write_json(artifacts.evaluate_metrics, metrics)
-    write_report(results, decision, notes, artifacts.report)
+    write_report(results, decision, metrics["int8_vs_fp32_latency"], notes, artifacts.report)
     if shipped is None:
         raise PipelineError(
             decision["summary"]
             + f" The report is in '{artifacts.report}'; relax evaluate.gate or improve the models."
         )
-    atomic.write_with(artifacts.shipped_onnx, lambda tmp: shutil.copyfile(candidates[shipped], tmp))
-    atomic.write_json(
-        artifacts.shipped_json,
-        {
-            "candidate": shipped,
-            "source_file": artifacts.relative(candidates[shipped]),
-            "metrics": results[shipped],
-            "objective": params.objective,
-            "preprocessing": {
-                "mean": info.mean,
-                "std": info.std,
-                "input_shape": list(info.input_shape),
-            },
-            **provenance(artifacts),
-        },
-    )
+    ship(candidates[shipped], shipped, results[shipped], info, params, artifacts)
     log.info(decision["summary"])
     return metrics

@@ -18,10 +18,10 @@ from sklearn.model_selection import train_test_split
 
 from compress import atomic
 from compress.artifacts import Artifacts
-from compress.data import RawData, load_source
 from compress.data_checks import failure_report, image_hashes, validate_splits
 from compress.errors import PipelineError
 from compress.params import DataParams
+from compress.sources import RawData, load_source, to_8bit_levels
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
     source_path = str(artifacts.resolve(params.path)) if params.path else None
     raw = load_source(params.source, source_path, params.image_size, params.channels)
     check_readable(raw, params.max_bad_fraction)
+    raw.images = to_8bit_levels(raw.images)
     raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
     check_class_counts(raw, params.min_per_class)
     log.info(

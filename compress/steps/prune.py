@@ -74,7 +74,7 @@ def prune(
         info.num_classes,
         pruning_history=pruner.history(),
     )
-    export_onnx(student, info.input_shape, artifacts.pruned_onnx)
+    export_onnx(student, info.input_shape, artifacts.pruned_onnx, info.contract())
     summary = cost_summary(teacher, rows, info, bench, artifacts)
     summary["distilled"] |= {
         "val_accuracy": rows[0]["val_accuracy_pruned"],

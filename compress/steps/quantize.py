@@ -33,7 +33,6 @@ from compress.errors import PipelineError
 from compress.int8_onnx import weight_initializer_types
 from compress.models import fold_batchnorm
 from compress.onnx_export import load_onnx
-from compress.onnx_runtime import onnx_accuracy
 from compress.params import AugmentParams, BenchmarkParams, DistillParams, QuantizeParams
 from compress.quantization import (
     apply_sparsity,
@@ -46,6 +45,7 @@ from compress.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
+from compress.runtimes import onnx_accuracy
 from compress.training import accuracy, seed_everything
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,9 @@ def quantize(
     masked_layers = bake_sparsity_masks(quantized)
     accuracies["qat_torch"] = accuracy(quantized, test_loader)
     save_qat_checkpoint(artifacts.quantized_pt, quantized, source, info.input_shape)
-    int8_weights = export_int8(quantized, info.input_shape, artifacts.quantized_onnx)
+    int8_weights = export_int8(
+        quantized, info.input_shape, artifacts.quantized_onnx, info.contract()
+    )
     accuracies |= check_int8_export(
         quantized, accuracies["qat_torch"], info, params, bench, artifacts
     )

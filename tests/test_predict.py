@@ -1,0 +1,135 @@
+"""`compress predict` and the contract a model file carries: metadata round trip, a clear error
+for a model without it, and messy folders (corrupt, non-image, 16-bit files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from compress.artifacts import Artifacts
+from compress.benchmark import encode_png
+from compress.contract import read_contract, with_contract
+from compress.data import load_info, load_split, normalize
+from compress.errors import PipelineError
+from compress.predict import expand_inputs, format_predictions, predict_files
+from compress.runtimes import load_runner, run_logits
+
+
+def _write_test_pngs(
+    artifacts: Artifacts, folder: Path, count: int
+) -> tuple[list[Path], np.ndarray]:
+    images, labels = load_split("test", artifacts.prepared_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index in range(count):
+        files.append(folder / f"{index:04d}.png")
+        files[-1].write_bytes(encode_png(images[index].numpy()))
+    return files, labels[:count].numpy()
+
+
+def test_contract_round_trips_with_provenance(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    info = load_info(baseline_artifacts.prepared_dir)
+    contract = read_contract(baseline_artifacts.teacher_onnx)
+    assert contract == info.contract()
+    assert (contract.classes, contract.input_shape, contract.color_mode) == (
+        [str(i) for i in range(10)],
+        (1, 8, 8),
+        "L",
+    )
+    stamped = replace(contract, provenance={"git_commit": "abc", "data_md5": None})
+    target = tmp_path / "stamped.onnx"
+    onnx.save(with_contract(onnx.load(str(baseline_artifacts.teacher_onnx)), stamped), str(target))
+    assert read_contract(target) == stamped
+
+
+def test_model_without_contract_names_what_is_missing(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    model = onnx.load(str(baseline_artifacts.teacher_onnx))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(
+        PipelineError,
+        match=r"bare.onnx' carries no complete preprocessing contract.*compress.classes",
+    ):
+        predict_files(bare, [tmp_path / "x.png"])
+
+
+def test_messy_folder_gives_rows_for_images_and_lists_the_rest(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    folder = tmp_path / "incoming"
+    files, _ = _write_test_pngs(baseline_artifacts, folder / "good", 3)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "notes.txt").write_text("not an image")
+    deep = (np.linspace(0, 65535, 64).reshape(8, 8)).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "deep.png")
+    predictions, unreadable = predict_files(
+        baseline_artifacts.teacher_onnx, expand_inputs([str(folder)]), top_k=2
+    )
+    assert sorted(Path(p.file).name for p in predictions) == [
+        "0000.png",
+        "0001.png",
+        "0002.png",
+        "deep.png",
+    ]
+    assert sorted(Path(file).name for file, _ in unreadable) == ["corrupt.png", "notes.txt"]
+    for prediction in predictions:
+        assert (
+            len(prediction.classes) == 2
+            and prediction.probabilities[0] >= prediction.probabilities[1]
+        )
+    rows = json.loads(format_predictions(predictions, "json"))
+    assert rows[0]["top"][0]["class"] in [str(i) for i in range(10)]
+    csv_lines = format_predictions(predictions, "csv").splitlines()
+    assert (
+        csv_lines[0] == "file,class_1,probability_1,class_2,probability_2" and len(csv_lines) == 5
+    )
+
+
+def test_cli_exits_1_when_no_file_is_an_image(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("no")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compress.cli",
+            "predict",
+            str(baseline_artifacts.teacher_onnx),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "None of the 1 file(s) could be read" in done.stderr
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predictions_equal_the_models_on_the_prepared_images(
+    baseline_artifacts: Artifacts, tmp_path: Path, runtime: str
+) -> None:
+    """A PNG of a prepared image decodes back to exactly that image (prepared splits hold 8-bit
+    levels), so predict's classes are the model's own on the prepared test split."""
+    files, _ = _write_test_pngs(baseline_artifacts, tmp_path / "pngs", 64)
+    predictions, unreadable = predict_files(
+        baseline_artifacts.teacher_onnx, files, runtime, top_k=1
+    )
+    info = load_info(baseline_artifacts.prepared_dir)
+    images = normalize(load_split("test", baseline_artifacts.prepared_dir)[0][:64], info).numpy()
+    runner = load_runner(runtime, baseline_artifacts.teacher_onnx, 2)
+    expected = [info.classes[i] for i in run_logits(runner, images).argmax(axis=1)]
+    assert not unreadable
+    assert [p.classes[0] for p in predictions] == expected
