@@ -45,23 +45,33 @@ class ModelContract:
 REQUIRED = [name for name in ModelContract.__dataclass_fields__ if name != "provenance"]
 
 
-def with_contract(model: onnx.ModelProto, contract: ModelContract) -> onnx.ModelProto:
-    """Set the contract as `compress.*` metadata properties (JSON values), replacing old ones."""
+def _replace_contract_props(
+    model: onnx.ModelProto, props: list[tuple[str, str]]
+) -> onnx.ModelProto:
+    """Drop the model's `compress.*` properties (ONNX forbids duplicate keys) and set `props`."""
     kept = [prop for prop in model.metadata_props if not prop.key.startswith(PREFIX)]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    for key, value in asdict(contract).items():
-        if key != "provenance" or value:
-            model.metadata_props.add(key=PREFIX + key, value=json.dumps(value))
+    for key, value in props:
+        model.metadata_props.add(key=key, value=value)
     return model
 
 
+def with_contract(model: onnx.ModelProto, contract: ModelContract) -> onnx.ModelProto:
+    """Set the contract as `compress.*` metadata properties (JSON values), replacing old ones."""
+    props = [
+        (PREFIX + key, json.dumps(value))
+        for key, value in asdict(contract).items()
+        if key != "provenance" or value
+    ]
+    return _replace_contract_props(model, props)
+
+
 def copy_contract(source: onnx.ModelProto, target: onnx.ModelProto) -> onnx.ModelProto:
-    """Carry the contract over to a model derived from `source` (an INT8 copy)."""
-    for prop in source.metadata_props:
-        if prop.key.startswith(PREFIX):
-            target.metadata_props.add(key=prop.key, value=prop.value)
-    return target
+    """Carry the contract over to a model derived from `source` (an INT8 copy), replacing any
+    the tool that made it may have copied already."""
+    props = [(p.key, p.value) for p in source.metadata_props if p.key.startswith(PREFIX)]
+    return _replace_contract_props(target, props)
 
 
 def read_contract(path: Path) -> ModelContract:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from compress.artifacts import Artifacts
 from compress.benchmark import encode_png
-from compress.contract import read_contract, with_contract
+from compress.contract import copy_contract, read_contract, with_contract
 from compress.data import load_info, load_split, normalize
 from compress.errors import PipelineError
 from compress.predict import expand_inputs, format_predictions, predict_files
@@ -50,6 +50,9 @@ def test_contract_round_trips_with_provenance(
     target = tmp_path / "stamped.onnx"
     onnx.save(with_contract(onnx.load(str(baseline_artifacts.teacher_onnx)), stamped), str(target))
     assert read_contract(target) == stamped
+    copied = copy_contract(onnx.load(str(target)), onnx.load(str(target)))  # keys already there
+    onnx.checker.check_model(copied)  # ONNX refuses duplicate metadata keys
+    assert len(copied.metadata_props) == len(onnx.load(str(target)).metadata_props)
 
 
 def test_model_without_contract_names_what_is_missing(
