@@ -37,9 +37,15 @@ def gate_failures(
     max_accuracy_drop: float,
     max_class_drop: float,
     max_ece_increase: float,
+    confidence: float = 0.0,
 ) -> dict[str, float]:
-    """Criterion -> amount by which the candidate misses it (empty when it passes)."""
-    accuracy_drop = reference["accuracy"] - candidate["accuracy"]
+    """Criterion -> amount by which the candidate misses it (empty when it passes). With a
+    confidence, the accuracy criterion takes the one-sided upper bound of the paired drop."""
+    accuracy_drop = (
+        candidate["drop_interval"]["upper_one_sided"]
+        if confidence > 0
+        else reference["accuracy"] - candidate["accuracy"]
+    )
     class_drop = max(
         reference["per_class_accuracy"][name] - value
         for name, value in candidate["per_class_accuracy"].items()
@@ -73,16 +79,26 @@ def closest_failure(failures: dict[str, dict[str, float]]) -> tuple[str, str, fl
 
 
 def promotion_decision(
-    new: dict, production: dict | None, objective: str, tolerance: float
+    new: dict, production: dict | None, objective: str, tolerance: float, confidence: float = 0.0
 ) -> tuple[str, str]:
     """("promoted" | "kept", why) for a gate-passing new model against the one in production:
-    promote when it is at most `tolerance` less accurate and strictly better on the objective."""
+    promote when it is at most `tolerance` less accurate (with a confidence: the one-sided upper
+    bound of its paired drop on the same images) and strictly better on the objective."""
     if production is None:
         return "promoted", "first model: nothing is in production yet"
-    drop = production["accuracy"] - new["accuracy"]
+    drop = (
+        new["drop_vs_production"]["upper_one_sided"]
+        if confidence > 0
+        else production["accuracy"] - new["accuracy"]
+    )
     if drop > tolerance + 1e-9:  # a drop of exactly the tolerance is allowed
+        measured = (
+            f"up to {drop * 100:.2f} pt (upper {confidence:.0%} bound)"
+            if confidence > 0
+            else f"{drop * 100:.2f} pt"
+        )
         return "kept", (
-            f"the new model is {drop * 100:.2f} pt less accurate than production "
+            f"the new model is {measured} less accurate than production on the same images "
             f"(tolerance {tolerance * 100:.2f} pt)"
         )
     new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
@@ -104,14 +120,20 @@ def gate_decision(
             gate.max_accuracy_drop,
             gate.max_class_drop,
             gate.max_ece_increase,
+            gate.confidence,
         )
         for name, figures in results.items()
         if name != reference
     }
     shipped = choose({n: results[n] for n in failures}, failures, objective)
     if shipped:
+        rule = (
+            f"upper {gate.confidence:.0%} bound of the drop"
+            if gate.confidence > 0
+            else "observed drop"
+        )
         summary = (
-            f"Shipped **{shipped}**: passes the gate (max drop {gate.max_accuracy_drop * 100:.1f} pt, "
+            f"Shipped **{shipped}**: passes the gate ({rule}, max drop {gate.max_accuracy_drop * 100:.1f} pt, "
             f"max class drop {gate.max_class_drop * 100:.1f} pt, max ECE increase {gate.max_ece_increase}) "
             f"and is the {objective.replace('_', ' ')} of the "
             f"{sum(not f for f in failures.values())} that pass."

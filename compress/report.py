@@ -9,6 +9,7 @@ import matplotlib
 import matplotlib.ticker
 
 from compress import atomic
+from compress.uncertainty import images_needed, smallest_resolvable_drop
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -29,15 +30,24 @@ def pareto_plot(
     label: str,
     front: list[str],
     shipped: str | None,
+    gate_accuracy: float,
     out: Path,
 ) -> None:
+    """Accuracy (with the paired interval of its drop as error bars) against a cost, the
+    Pareto frontier, and the gate's accuracy line."""
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, result in results.items():
-        x = cost_of(result, cost)
-        axes.scatter(
+        x, interval = cost_of(result, cost), result["drop_interval"]
+        axes.errorbar(
             x,
             result["accuracy"] * 100,
+            yerr=[
+                [(interval["upper"] - interval["drop"]) * 100],
+                [(interval["drop"] - interval["lower"]) * 100],
+            ],
+            fmt="o",
             color="tab:red" if name == shipped else "tab:blue",
+            capsize=3,
             zorder=3,
         )
         axes.annotate(
@@ -52,6 +62,9 @@ def pareto_plot(
         where="post",
         color="tab:green",
         label="Pareto frontier",
+    )
+    axes.axhline(
+        gate_accuracy * 100, color="tab:gray", linestyle="--", label="gate (max accuracy drop)"
     )
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -92,8 +105,50 @@ def runtime_table(results: dict, int8_ratios: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def uncertainty_section(results: dict, max_drop: float) -> list[str]:
+    """Every drop with its paired interval, and what this test split can resolve."""
+    any_interval = next(iter(results.values()))["drop_interval"]
+    images, confidence = any_interval["images"], any_interval["confidence"]
+    resolvable = smallest_resolvable_drop(images, confidence)
+    lines = [
+        "## Uncertainty",
+        "",
+        f"Accuracy drop against the fp32 teacher on the same {images} test images, paired "
+        f"bootstrap ({confidence:.0%} two-sided interval and one-sided upper bound):",
+        "",
+        "| candidate | drop pt | interval pt | upper bound pt | test images to pass the gate |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        interval = result["drop_interval"]
+        needed = images_needed(interval, max_drop)
+        verdict = (
+            "passes now"
+            if interval["upper_one_sided"] <= max_drop + 1e-12
+            else ("none (the drop itself exceeds it)" if needed is None else f"{needed}")
+        )
+        lines.append(
+            f"| {name} | {interval['drop'] * 100:.2f} | [{interval['lower'] * 100:.2f}, "
+            f"{interval['upper'] * 100:.2f}] | {interval['upper_one_sided'] * 100:.2f} | {verdict} |"
+        )
+    lines += [
+        "",
+        f"Resolving power: with {images} images the smallest drop this split can tell apart from "
+        f"zero at {confidence:.0%} is {resolvable * 100:.2f} pt ({round(resolvable * images)} "
+        f"images); the gate allows {max_drop * 100:.2f} pt. The last column: images needed for a "
+        "candidate's upper bound to fall within the gate if its drop and discordance held.",
+        "",
+    ]
+    return lines
+
+
 def write_report(
-    results: dict, decision: dict, int8_ratios: dict, notes: list[str], target: Path
+    results: dict,
+    decision: dict,
+    int8_ratios: dict,
+    max_drop: float,
+    notes: list[str],
+    target: Path,
 ) -> None:
     runtime = next(iter(results.values()))["runtime"]
     lines = [
@@ -116,6 +171,7 @@ def write_report(
         "![accuracy vs size](../plots/evaluate/pareto_size.png)",
         "![accuracy vs latency](../plots/evaluate/pareto_latency.png)",
         "",
+        *uncertainty_section(results, max_drop),
         *runtime_table(results, int8_ratios),
         "## Decision",
         "",

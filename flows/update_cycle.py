@@ -26,6 +26,7 @@ from compress.data import load_info, load_split, normalize
 from compress.decision import promotion_decision
 from compress.params import RegistryParams, load_params
 from compress.runtimes import onnx_accuracy
+from compress.uncertainty import paired_drop_interval
 from flows.compress import StageFailed, compress, run_dvc
 
 
@@ -76,24 +77,34 @@ def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> di
 
 @task
 def measure_side_by_side(
-    repo: Path, models: dict[str, Path], threads: int, timed_runs: int
+    repo: Path, models: dict[str, Path], threads: int, timed_runs: int, confidence: float
 ) -> dict[str, dict]:
     """Accuracy on the prepared test split, size and ORT latency at batch 1 (interleaved), for
-    both models in this one process."""
+    both models in this one process; the new model's drop against production on the same
+    images with its paired interval."""
     prepared = Artifacts(repo).prepared_dir
     info = load_info(prepared)
     raw_images, labels = load_split("test", prepared)
     images, labels = normalize(raw_images, info).numpy(), labels.numpy()
     latency = compare_onnx_latency(models, info.input_shape, [1], 5, timed_runs, threads, 3)
-    return {
+    correct = {
+        name: onnx_accuracy(path, images, labels, threads)[1] == labels
+        for name, path in models.items()
+    }
+    figures = {
         name: {
-            "accuracy": onnx_accuracy(path, images, labels, threads)[0],
+            "accuracy": float(correct[name].mean()),
             "size_bytes": path.stat().st_size,
             "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
             "md5": md5(path),
         }
         for name, path in models.items()
     }
+    if "production" in models:
+        figures["new"]["drop_vs_production"] = paired_drop_interval(
+            correct["production"], correct["new"], confidence or 0.95
+        )
+    return figures
 
 
 @task
@@ -164,10 +175,18 @@ def update_cycle(repo: str = ".") -> dict:
             if production is not None:
                 models["production"] = production["path"]
             figures = measure_side_by_side(
-                root, models, evaluation.intra_op_threads, evaluation.timed_runs
+                root,
+                models,
+                evaluation.intra_op_threads,
+                evaluation.timed_runs,
+                evaluation.gate.confidence,
             )
             action, reason = promotion_decision(
-                figures["new"], figures.get("production"), evaluation.objective, settings.tolerance
+                figures["new"],
+                figures.get("production"),
+                evaluation.objective,
+                settings.tolerance,
+                evaluation.gate.confidence,
             )
             decision |= {"action": action, "reason": reason, "figures": figures}
     decision |= {

@@ -19,10 +19,11 @@ FIRST_PARTY = ("compress", "stages", "flows")
 LAYERS: list[set[str]] = [
     {"compress.errors"},
     {"compress.atomic", "compress.artifacts"},
-    {"compress.params", "compress.contract"},
+    {"compress.params", "compress.contract", "compress.uncertainty"},
     {
         "compress.data",
         "compress.sources",
+        "compress.comparison",
         "compress.quality",
         "compress.decision",
         "compress.report",

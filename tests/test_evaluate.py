@@ -13,6 +13,7 @@ from compress.decision import (
     promotion_decision,
 )
 from compress.quality import expected_calibration_error
+from compress.uncertainty import paired_drop_interval
 
 
 def test_ece_known_values() -> None:
@@ -99,3 +100,40 @@ def test_promotion_decision(new, production, objective, action, why) -> None:
     decided, reason = promotion_decision(new, production, objective, tolerance=0.01)
     assert decided == action
     assert why in reason
+
+
+def _candidate(correct: np.ndarray, reference: np.ndarray) -> dict:
+    return {
+        "accuracy": float(correct.mean()),
+        "per_class_accuracy": {"0": float(correct.mean())},
+        "ece": 0.0,
+        "drop_interval": paired_drop_interval(reference, correct, 0.95),
+    }
+
+
+def test_gate_with_confidence_takes_the_upper_bound_and_at_zero_the_point_rule() -> None:
+    """A 2-image (0.56 pt) drop on 360 images passes a 1-pt gate on the point rule; its
+    one-sided 95 % upper bound (about 1.1 pt) does not."""
+    reference = np.ones(360, dtype=bool)
+    candidate = reference.copy()
+    candidate[:2] = False
+    figures, teacher = _candidate(candidate, reference), _candidate(reference, reference)
+    assert gate_failures(figures, teacher, 0.01, 1.0, 1.0) == {}
+    assert gate_failures(figures, teacher, 0.01, 1.0, 1.0, confidence=0.0) == {}
+    upper = figures["drop_interval"]["upper_one_sided"]
+    assert upper > 0.01
+    assert gate_failures(figures, teacher, 0.01, 1.0, 1.0, confidence=0.95) == {
+        "max_accuracy_drop": pytest.approx(upper - 0.01)
+    }
+
+
+def test_promotion_with_confidence_keeps_a_model_that_may_be_worse() -> None:
+    production_correct = np.ones(360, dtype=bool)
+    new_correct = production_correct.copy()
+    new_correct[:1] = False  # one image worse, and smaller
+    new = {"accuracy": new_correct.mean(), "size_bytes": 10, "latency": {}}
+    new["drop_vs_production"] = paired_drop_interval(production_correct, new_correct, 0.95)
+    production = {"accuracy": 1.0, "size_bytes": 20, "latency": {}}
+    assert promotion_decision(new, production, "smallest", 0.005)[0] == "promoted"
+    action, reason = promotion_decision(new, production, "smallest", 0.005, confidence=0.95)
+    assert action == "kept" and "upper 95% bound" in reason

@@ -21,6 +21,7 @@ from compress.benchmark import (
     end_to_end_latency,
     onnx_peak_memory,
 )
+from compress.comparison import add_drop_intervals, int8_vs_fp32, versus
 from compress.contract import with_contract
 from compress.data import DatasetInfo, load_info, load_split, normalize
 from compress.decision import gate_decision, pareto_front
@@ -137,36 +138,9 @@ def measure(
         )
     for result in results.values():
         result["vs_teacher"] = versus(result, results[REFERENCE], max(params.batch_sizes))
+    correct = {name: logits[f"{name}@{target}"].argmax(1) == labels for name in candidates}
+    add_drop_intervals(results, REFERENCE, correct, labels, info.classes, params.gate.confidence)
     return results
-
-
-def versus(result: dict, reference: dict, largest_batch: int) -> dict[str, float]:
-    """A candidate against the reference: x smaller, x faster, accuracy and calibration change."""
-    largest = f"batch_{largest_batch}"
-    return {
-        "size_x_smaller": round(reference["size_bytes"] / result["size_bytes"], 3),
-        "latency_batch_1_x_faster": round(
-            reference["latency"]["batch_1"]["p50_ms"] / result["latency"]["batch_1"]["p50_ms"], 3
-        ),
-        f"latency_{largest}_x_faster": round(
-            reference["latency"][largest]["p50_ms"] / result["latency"][largest]["p50_ms"], 3
-        ),
-        "throughput_ratio": round(
-            result["latency"][largest]["throughput_per_s"]
-            / reference["latency"][largest]["throughput_per_s"],
-            3,
-        ),
-        "accuracy_drop_points": round((reference["accuracy"] - result["accuracy"]) * 100, 2),
-        "worst_class_drop_points": round(
-            max(
-                reference["per_class_accuracy"][c] - v
-                for c, v in result["per_class_accuracy"].items()
-            )
-            * 100,
-            2,
-        ),
-        "ece_change": round(result["ece"] - reference["ece"], 4),
-    }
 
 
 def provenance(artifacts: Artifacts) -> dict:
@@ -188,29 +162,6 @@ def provenance(artifacts: Artifacts) -> dict:
         "params_sha256": hashlib.sha256(artifacts.params_file.read_bytes()).hexdigest(),
         "git_commit": commit or None,
         "data_md5": data_hash,
-    }
-
-
-INT8_PAIRS = {"quantized": "pruned", "teacher_int8": REFERENCE}
-
-
-def int8_vs_fp32(results: dict[str, dict], runtimes: list[str]) -> dict[str, dict]:
-    """p50 latency of each INT8 model over its fp32 source, per runtime and batch size (below 1
-    is faster): the same INT8 file can win in one runtime and lose in another."""
-    return {
-        runtime: {
-            f"{int8}_vs_{fp32}": {
-                batch: round(
-                    figures["p50_ms"]
-                    / results[fp32]["runtimes"][runtime]["latency"][batch]["p50_ms"],
-                    4,
-                )
-                for batch, figures in results[int8]["runtimes"][runtime]["latency"].items()
-            }
-            for int8, fp32 in INT8_PAIRS.items()
-            if int8 in results and fp32 in results
-        }
-        for runtime in runtimes
     }
 
 
@@ -264,7 +215,8 @@ def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
         front = pareto_front({n: (r["accuracy"], cost_of(r, cost)) for n, r in results.items()})
         decision[f"pareto_{cost}"] = front
         plot = artifacts.pareto_size_plot if cost == "size" else artifacts.pareto_latency_plot
-        pareto_plot(results, cost, label, front, shipped, plot)
+        gate_accuracy = results[REFERENCE]["accuracy"] - params.gate.max_accuracy_drop
+        pareto_plot(results, cost, label, front, shipped, gate_accuracy, plot)
     write_tables(
         results,
         shipped or REFERENCE,
