@@ -153,12 +153,6 @@ def load_source(
     return SOURCES[name](path, image_size, channels)
 
 
-def to_8bit_levels(images: np.ndarray) -> np.ndarray:
-    """Round [0, 1] images to the 256 levels of an 8-bit image file, so that a prepared split
-    written as PNG and decoded again (as `predict` does) gives back exactly the same arrays."""
-    return (np.round(images * 255.0) / 255.0).astype(np.float32)
-
-
 def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
     if images.shape[1] == channels:
         return images

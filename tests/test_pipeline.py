@@ -19,8 +19,10 @@ import onnxruntime as ort
 import pytest
 import torch
 import yaml
+from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
+from sklearn.datasets import load_digits
 
 from compress.artifacts import Artifacts
 from compress.benchmark import encode_png
@@ -49,7 +51,24 @@ def _edit_params(repo: Path, edit) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _digit_images(repo: Path) -> None:
+    """scikit-learn's digits as 8-bit PNG files in class folders, the way a team's data comes:
+    the pipeline runs on an image folder, so `predict` can be checked on the very files."""
+    digits = load_digits()
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        folder = repo / "data/raw" / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(image * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:04d}.png")
+
+
+def _tiny_repo(repo: Path) -> None:
+    _digit_images(repo)
+    _edit_params(repo, _tiny)
+
+
 def _tiny(params: dict) -> None:
+    params["data"] |= {"source": "imagefolder", "path": "data/raw", "image_size": 16, "channels": 1}
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
     params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
@@ -87,7 +106,7 @@ def pipeline(harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, l
     """A tiny-params repository after one run of the compress flow."""
     root = tmp_path_factory.mktemp("pipeline")
     repo = copy_repo(root / "repo")
-    _edit_params(repo, _tiny)
+    _tiny_repo(repo)
     _git_repo(repo, root / "remote")
     return repo, compress(repo=str(repo))
 
@@ -123,6 +142,8 @@ def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
 def test_predict_reproduces_evaluates_accuracy_on_the_test_split_files(
     pipeline, tmp_path: Path, runtime: str
 ) -> None:
+    """The test split's images written as PNG decode to exactly the prepared arrays (they came
+    from 8-bit files through the same decoder), so predict's accuracy is evaluate's, exactly."""
     repo, _ = pipeline
     artifacts = Artifacts(repo)
     images, labels = load_split("test", artifacts.prepared_dir)
@@ -189,7 +210,7 @@ def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path
     as valid, `dvc repro` completes, and every model is bit-identical to the clean run's."""
     clean_repo, _ = pipeline
     repo = copy_repo(tmp_path / "repo")
-    _edit_params(repo, _tiny)
+    _tiny_repo(repo)
     _git_repo(repo, tmp_path / "remote")
     for stage, marker, out in (
         ("baseline", "[teacher] epoch 1/", "models/teacher.pt"),

@@ -231,7 +231,14 @@ def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
         "notes": notes,
     }
     atomic.write_json(artifacts.evaluate_metrics, metrics)
-    write_report(results, decision, metrics["int8_vs_fp32_latency"], notes, artifacts.report)
+    write_report(
+        results,
+        decision,
+        metrics["int8_vs_fp32_latency"],
+        params.gate.max_accuracy_drop,
+        notes,
+        artifacts.report,
+    )
     if shipped is None:
         raise PipelineError(
             decision["summary"]

@@ -21,7 +21,7 @@ from compress.artifacts import Artifacts
 from compress.data_checks import failure_report, image_hashes, validate_splits
 from compress.errors import PipelineError
 from compress.params import DataParams
-from compress.sources import RawData, load_source, to_8bit_levels
+from compress.sources import RawData, load_source
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,6 @@ def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
     source_path = str(artifacts.resolve(params.path)) if params.path else None
     raw = load_source(params.source, source_path, params.image_size, params.channels)
     check_readable(raw, params.max_bad_fraction)
-    raw.images = to_8bit_levels(raw.images)
     raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
     check_class_counts(raw, params.min_per_class)
     log.info(
