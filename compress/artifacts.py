@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.errors import PipelineError
+
 REFERENCE_CANDIDATE = "teacher_fp32"
 
 
@@ -31,9 +33,14 @@ class Artifacts:
     params_file = _Entry("params.yaml", out=False)
     dvc_lock = _Entry("dvc.lock", out=False)
     decisions_log = _Entry("registry/decisions.jsonl", out=False)
+    # what a team brings, tracked with `dvc add` / `dvc import-url`; prepare and baseline depend
+    # on these folders, so DVC sees every added image and every retrained teacher
+    data_input_dir = _Entry("data/input", out=False)
+    teacher_input_dir = _Entry("models/input", out=False)
     # prepare
     prepared_dir = _Entry("data/prepared")
     data_checks = _Entry("metrics/data_checks.json")
+    data_profile = _Entry("metrics/data_profile.json")
     # baseline
     teacher_pt = _Entry("models/teacher.pt")
     teacher_onnx = _Entry("models/teacher.onnx")
@@ -90,6 +97,21 @@ class Artifacts:
         """A path the user gave in params.yaml: relative ones are relative to the root."""
         path = Path(user_path).expanduser()
         return path if path.is_absolute() else self.root / path
+
+    def tracked_input(self, user_path: str, param: str, folder: Path) -> Path:
+        """A user's file or folder that must lie inside `folder` (a stage dep in dvc.yaml): a path
+        elsewhere is invisible to DVC, so a changed file would rerun nothing."""
+        path = self.resolve(user_path)
+        if path.resolve().is_relative_to(folder.resolve()):
+            return path
+        inside = self.relative(folder)
+        raise PipelineError(
+            f"{param} '{user_path}' is outside {inside}/, so DVC cannot see when it changes and "
+            f"the pipeline would not rerun on new data or a new file. Bring it in as a tracked "
+            f"input: `dvc import-url {user_path} {inside}/<name>` (refreshed by `dvc update`), or "
+            f"copy it there and run `dvc add {inside}/<name>`; then set {param}: {inside}/<name> "
+            "in params.yaml."
+        )
 
     def relative(self, path: Path) -> str:
         """A path as the metrics record it: relative to the root when inside it."""

@@ -28,6 +28,9 @@ class CheckResult:
     detail: str
 
 
+Checks = list[tuple[str, gx.expectations.Expectation]]  # (check name, expectation)
+
+
 def image_hashes(images: np.ndarray) -> list[str]:
     """Content hash per image, to find the same sample in two splits."""
     return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
@@ -56,13 +59,12 @@ def _split_frame(images: np.ndarray, labels: np.ndarray, train_hashes: set[str])
     )
 
 
-def _suite(
-    name: str,
+def _checks(
     expected_shape: str,
     num_classes: int,
     balance_tolerance: float,
     check_leakage: bool,
-) -> gx.ExpectationSuite:
+) -> Checks:
     classes = list(range(num_classes))
     uniform = 1.0 / num_classes
     checks = [
@@ -112,11 +114,7 @@ def _suite(
                 gx.expectations.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False]),
             )
         )
-    suite = gx.ExpectationSuite(name=name)
-    for check, expectation in checks:
-        expectation.meta = {"check": check}
-        suite.add_expectation(expectation)
-    return suite
+    return checks
 
 
 def _detail(result: dict) -> str:
@@ -135,30 +133,21 @@ def _detail(result: dict) -> str:
     return ""
 
 
-def validate_splits(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    num_classes: int,
-    balance_tolerance: float,
-) -> list[CheckResult]:
-    """Run the suite on each split; `train` must be among them (the leakage reference)."""
-    train_hashes = set(image_hashes(splits["train"][0]))
-    expected_shape = "x".join(map(str, splits["train"][0].shape[1:]))
+def run_checks(frames: list[tuple[str, pd.DataFrame, Checks]]) -> list[CheckResult]:
+    """Validate each (split, frame, checks) with Great Expectations in one ephemeral context."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("prepared").add_dataframe_asset(name="samples")
     batch_definition = asset.add_batch_definition_whole_dataframe("split")
     results: list[CheckResult] = []
-    for split, (images, labels) in splits.items():
-        frame = _split_frame(images, labels, train_hashes)
-        suite = context.suites.add(
-            _suite(
-                f"{split}_suite", expected_shape, num_classes, balance_tolerance, split != "train"
-            )
-        )
-        validation = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-            suite
-        )
-        for outcome in validation.results:
+    for index, (split, frame, checks) in enumerate(frames):
+        suite = gx.ExpectationSuite(name=f"{split}_suite_{index}")
+        for check, expectation in checks:
+            expectation.meta = {"check": check}
+            suite.add_expectation(expectation)
+        suite = context.suites.add(suite)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        for outcome in batch.validate(suite).results:
             config = outcome.expectation_config
             results.append(
                 CheckResult(
@@ -170,6 +159,26 @@ def validate_splits(
                 )
             )
     return results
+
+
+def validate_splits(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    balance_tolerance: float,
+) -> list[CheckResult]:
+    """Run the suite on each split; `train` must be among them (the leakage reference)."""
+    train_hashes = set(image_hashes(splits["train"][0]))
+    expected_shape = "x".join(map(str, splits["train"][0].shape[1:]))
+    return run_checks(
+        [
+            (
+                split,
+                _split_frame(images, labels, train_hashes),
+                _checks(expected_shape, num_classes, balance_tolerance, split != "train"),
+            )
+            for split, (images, labels) in splits.items()
+        ]
+    )
 
 
 def failure_report(results: list[CheckResult]) -> str:

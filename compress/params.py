@@ -204,6 +204,16 @@ class RegistryParams(Section):
         return self
 
 
+class DriftParams(Section):
+    """How far new data may move from the data production was trained on (the update cycle)."""
+
+    mean_tolerance: float = Field(0.05, gt=0.0, le=1.0)
+    std_tolerance: float = Field(0.05, gt=0.0, le=1.0)
+    class_share_tolerance: float = Field(0.05, gt=0.0, le=1.0)
+    format_share_tolerance: float = Field(0.05, gt=0.0, le=1.0)
+    accept: bool = False
+
+
 class Params(Section):
     """The whole params.yaml, one attribute per section."""
 
@@ -217,6 +227,7 @@ class Params(Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     compute: ComputeParams = Field(default_factory=ComputeParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -29,6 +29,9 @@ class RawData:
     classes: list[str]
     official_test: tuple[np.ndarray, np.ndarray] | None = None
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    # per image as it came, before any conversion: "WxH" and the PIL mode (for drift checks)
+    sizes: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
 
 
 def load_digits_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:
@@ -39,16 +42,32 @@ def load_digits_source(path: str | None, image_size: int | None, channels: int |
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
     images = _to_channels(images, channels or 1)
     images = _resize(images, image_size)
-    return RawData(images, bunch.target.astype(np.int64), [str(c) for c in bunch.target_names])
+    count = len(bunch.target)
+    return RawData(
+        images,
+        bunch.target.astype(np.int64),
+        [str(c) for c in bunch.target_names],
+        sizes=["8x8"] * count,
+        modes=["L"] * count,
+    )
 
 
 def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
     """Any PIL-readable image (grayscale, RGB, RGBA, palette, 16-bit, float) as (C, size, size)
-    in [0, 1]: transparency composited on black, 16-bit and float scaled by their range, then
-    converted to L or RGB and resized bilinearly. Preparation, `predict` and the end-to-end
-    benchmark all decode through here, so a deployed model sees what it was trained on."""
+    in [0, 1]. Preparation, `predict` and the end-to-end benchmark all decode through here, so
+    a deployed model sees what it was trained on."""
+    return decode_image_file(source, size, channels)[0]
+
+
+def decode_image_file(
+    source: Path | BinaryIO, size: int, channels: int
+) -> tuple[np.ndarray, str, str]:
+    """`decode_image` plus the file's own size ("WxH") and PIL mode: transparency composited on
+    black, 16-bit and float scaled by their range, then converted to L or RGB and resized
+    bilinearly."""
     with Image.open(source) as image:
         image.load()
+        original_size, original_mode = "x".join(map(str, image.size)), image.mode
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             values = np.asarray(image, dtype=np.float32)
             top = 65535.0 if image.mode.startswith("I") and values.max() > 255 else 255.0
@@ -62,7 +81,8 @@ def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarra
         image = image.convert("L" if channels == 1 else "RGB")
         image = image.resize((size, size), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return array, original_size, original_mode
 
 
 def load_imagefolder_source(
@@ -85,16 +105,20 @@ def load_imagefolder_source(
             f"Class folder(s) {', '.join(empty)} under data.path '{root}' hold no files; add "
             "images or remove the folder."
         )
-    images, labels, skipped = [], [], []
+    images, labels, skipped, sizes, modes = [], [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         for file in sorted(f for f in class_dir.rglob("*") if f.is_file()):
             if file.name.startswith("."):
                 continue
             try:
-                images.append(decode_image(file, size, channels))
-                labels.append(label)
+                image, original_size, mode = decode_image_file(file, size, channels)
             except IMAGE_READ_ERRORS:
                 skipped.append(str(file))
+                continue
+            images.append(image)
+            labels.append(label)
+            sizes.append(original_size)
+            modes.append(mode)
     if not images:
         raise PipelineError(f"No readable image under data.path '{root}'.")
     return RawData(
@@ -102,6 +126,8 @@ def load_imagefolder_source(
         np.asarray(labels, dtype=np.int64),
         [d.name for d in class_dirs],
         skipped=skipped,
+        sizes=sizes,
+        modes=modes,
     )
 
 
@@ -135,7 +161,15 @@ def load_cifar10_source(path: str | None, image_size: int | None, channels: int 
     with open(batch_dir / "batches.meta", "rb") as handle:
         classes = [name.decode() for name in pickle.load(handle, encoding="bytes")[b"label_names"]]
     train_images, train_labels = read_batches(files[:5])
-    return RawData(train_images, train_labels, classes, official_test=read_batches(files[5:]))
+    count = len(train_labels)
+    return RawData(
+        train_images,
+        train_labels,
+        classes,
+        official_test=read_batches(files[5:]),
+        sizes=["32x32"] * count,
+        modes=["RGB"] * count,
+    )
 
 
 SOURCES: dict[str, Callable[[str | None, int | None, int | None], RawData]] = {

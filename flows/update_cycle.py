@@ -1,17 +1,20 @@
-"""Flow `model-update-cycle`: pull, re-compress, compare with production, promote or keep.
+"""Flow `model-update-cycle`: bring the tracked inputs up to date, pull, check new data for
+drift, re-compress, compare with production, promote or keep.
 
 The model registry follows DVC's conventions: the shipped model is the `artifacts:` entry named
 by `registry.artifact` in dvc.yaml; GTO git tags hold its versions and the `registry.stage`
 (default `prod`) assignment, so `gto show` lists every version and which one serves. Older
 versions stay retrievable as fallbacks (`dvc get . models/shipped.onnx --rev <tag>`). Every
-decision is appended to registry/decisions.jsonl and published as a Prefect artifact."""
+decision is appended to registry/decisions.jsonl and published as a Prefect artifact, with what
+changed since production: data and teacher hashes, images added or removed per class, the
+params diff, the code commits and the stages DVC reran."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,20 +27,16 @@ from compress.artifacts import Artifacts
 from compress.benchmark import compare_onnx_latency
 from compress.data import load_info, load_split, normalize
 from compress.decision import promotion_decision
-from compress.params import RegistryParams, load_params
+from compress.drift import check_drift, drift_report
+from compress.params import DriftParams, Params, RegistryParams, load_params
 from compress.runtimes import onnx_accuracy
 from compress.uncertainty import paired_drop_interval
+from flows.changes import changes_since, git, imported_inputs, read_at, tracked_inputs
 from flows.compress import StageFailed, compress, run_dvc
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 @task
@@ -50,6 +49,52 @@ def pull_from_remote(repo: Path) -> str:
     output = (result.stdout + result.stderr).strip()
     get_run_logger().info("dvc pull: %s", output or "nothing to pull")
     return output
+
+
+@task
+def update_inputs(repo: Path) -> dict[str, list[str]]:
+    """Bring the tracked inputs up to date before anything runs: `dvc update` every input
+    brought in with `dvc import-url` (new images or a new teacher at the source become new
+    hashes), and `dvc commit` every input added with `dvc add` whose files changed in place
+    (images copied into data/input/, a retrained teacher saved over the old one), so the new
+    version is versioned, pushed with the model and what DVC reruns from."""
+    updated: dict[str, list[str]] = {"imported": [], "added": []}
+    imports = set(imported_inputs(repo))
+    for dvc_file in tracked_inputs(repo):
+        relative = str(dvc_file.relative_to(repo))
+        command = ("update", relative) if dvc_file in imports else ("commit", "--force", relative)
+        result = run_dvc(repo, *command)
+        if result.returncode != 0:
+            raise StageFailed(
+                f"`dvc {' '.join(command)}` failed: {result.stderr.strip()} Check that the "
+                "input's source is reachable and its files readable, then run the cycle again."
+            )
+        updated["imported" if dvc_file in imports else "added"].append(relative)
+    get_run_logger().info("Tracked inputs brought up to date: %s", updated)
+    return updated
+
+
+@task
+def check_new_data(repo: Path, production_commit: str, tolerances: DriftParams) -> dict:
+    """The new data profile against production's, before any training: a drift stops the
+    cycle, naming each check, the split and the figures, unless `drift.accept` is set."""
+    logger = get_run_logger()
+    reference = read_at(repo, production_commit, Artifacts.data_profile)
+    if reference is None:
+        logger.info("Production's commit has no data profile: no drift check")
+        return {"checked": False}
+    current = json.loads(Artifacts(repo).data_profile.read_text())
+    results = check_drift(json.loads(reference), current, tolerances)
+    failed = [r for r in results if not r.success]
+    if failed and not tolerances.accept:
+        raise StageFailed(drift_report(results))
+    if failed:
+        logger.warning("Drift accepted (drift.accept): %s", drift_report(results))
+    return {
+        "checked": True,
+        "accepted": bool(failed),
+        "failed": [f"{r.split}: {r.check} — {r.detail}" for r in failed],
+    }
 
 
 @task
@@ -112,6 +157,8 @@ def promote(repo: Path, settings: RegistryParams, figures: dict) -> str:
     """Commit what produced the model (tracked files only: dvc.lock, params, metrics), register
     a GTO version, assign the stage, push the outs to the DVC remote."""
     git(repo, "add", "--update")
+    inputs = (Artifacts.data_input_dir, Artifacts.teacher_input_dir, Artifacts.data_profile)
+    git(repo, "add", *map(str, inputs))
     git(
         repo,
         "commit",
@@ -140,63 +187,86 @@ def record(repo: Path, decision: dict) -> None:
         f"| {name} | {f['accuracy']:.4f} | {f['size_bytes']} | {f['latency']['batch_1']['p50_ms']:.3f} |"
         for name, f in decision.get("figures", {}).items()
     )
+    changes = decision.get("changes") or {}
     create_markdown_artifact(
         key="model-update-decision",
         markdown=f"# {decision['action']}: {decision['reason']}\n\n"
-        "| model | accuracy | bytes | p50 b1 ms |\n|---|---|---|---|\n" + rows,
+        "| model | accuracy | bytes | p50 b1 ms |\n|---|---|---|---|\n"
+        + rows
+        + "\n\n## Changed since production\n\n```json\n"
+        + json.dumps(changes, indent=2, sort_keys=True)
+        + "\n```\n",
         description="Promotion decision of the model-update cycle",
     )
 
 
+def _compare(root: Path, production: dict | None, params: Params) -> dict:
+    """Keep when the new shipped model is production's file; otherwise measure both on the
+    same test images and let the promotion rule decide."""
+    models = {"new": Artifacts(root).shipped_onnx}
+    if production is not None and md5(production["path"]) == md5(models["new"]):
+        return {"action": "kept", "reason": "nothing changed"}
+    if production is not None:
+        models["production"] = production["path"]
+    evaluation = params.evaluate
+    figures = measure_side_by_side(
+        root, models, evaluation.intra_op_threads, evaluation.timed_runs, evaluation.gate.confidence
+    )
+    action, reason = promotion_decision(
+        figures["new"],
+        figures.get("production"),
+        evaluation.objective,
+        params.registry.tolerance,
+        evaluation.gate.confidence,
+    )
+    return {"action": action, "reason": reason, "figures": figures}
+
+
+def _stop(root: Path, decision: dict, error: StageFailed, started: float) -> None:
+    decision |= {
+        "action": "kept",
+        "reason": f"the pipeline stopped: {error}",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    record(root, decision)
+    raise error
+
+
 @flow(name="model-update-cycle")
 def update_cycle(repo: str = ".") -> dict:
-    """Pull, run the compress flow, compare the new shipped model with production on the same
-    test set, promote it through the registry when it is better, and record the decision."""
+    """Refresh the inputs, check new data against production's before training, run the
+    compress flow (DVC reruns only what changed), compare the new shipped model with production
+    on the same test set, promote it through the registry when it is better, and record the
+    decision with what changed since production."""
+    started = time.perf_counter()
     root = Path(repo).resolve()
-    artifacts = Artifacts(root)
-    params = load_params(artifacts.params_file)
-    settings, evaluation = params.registry, params.evaluate
-    logger = get_run_logger()
-    pull_from_remote(root)
+    params = load_params(Artifacts(root).params_file)
+    settings = params.registry
     decision: dict = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
-    try:
-        compress(repo=str(root))
-    except StageFailed as error:
-        decision |= {"action": "kept", "reason": f"the pipeline stopped: {error}"}
-        record(root, decision)
-        raise
-    shipped = json.loads(artifacts.shipped_json.read_text())
     with tempfile.TemporaryDirectory() as workdir:
-        production = production_model(root, settings.artifact, settings.stage, Path(workdir))
-        models = {"new": artifacts.shipped_onnx}
-        if production is not None and md5(production["path"]) == md5(models["new"]):
-            decision |= {"action": "kept", "reason": "nothing changed"}
-        else:
+        try:
+            decision["inputs"] = update_inputs(root)
+            pull_from_remote(root)
+            production = production_model(root, settings.artifact, settings.stage, Path(workdir))
+            runs = []
             if production is not None:
-                models["production"] = production["path"]
-            figures = measure_side_by_side(
-                root,
-                models,
-                evaluation.intra_op_threads,
-                evaluation.timed_runs,
-                evaluation.gate.confidence,
-            )
-            action, reason = promotion_decision(
-                figures["new"],
-                figures.get("production"),
-                evaluation.objective,
-                settings.tolerance,
-                evaluation.gate.confidence,
-            )
-            decision |= {"action": action, "reason": reason, "figures": figures}
+                runs += compress(repo=str(root), until="prepare")
+                decision["drift"] = check_new_data(root, production["commit"], params.drift)
+            runs += compress(repo=str(root))
+            decision["stages_run"] = list(dict.fromkeys(r["stage"] for r in runs if r["ran"]))
+        except StageFailed as error:
+            _stop(root, decision, error, started)
+        decision |= _compare(root, production, params)
     decision |= {
-        "candidate": shipped["candidate"],
-        "objective": evaluation.objective,
+        "candidate": json.loads(Artifacts(root).shipped_json.read_text())["candidate"],
+        "objective": params.evaluate.objective,
         "production_version": production["version"] if production else None,
+        "changes": changes_since(root, production["commit"]) if production else None,
     }
     if decision["action"] == "promoted":
         decision["version"] = promote(root, settings, decision["figures"]["new"])
-    logger.info("Decision: %s (%s)", decision["action"], decision["reason"])
+    decision["seconds"] = round(time.perf_counter() - started, 1)
+    get_run_logger().info("Decision: %s (%s)", decision["action"], decision["reason"])
     record(root, decision)
     return decision
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from compress.artifacts import Artifacts
 from compress.params import AugmentParams, BenchmarkParams, DataParams, TeacherParams
@@ -71,3 +72,10 @@ def copy_repo(destination: Path) -> Path:
             shutil.copy2(source, target)
     subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
     return destination
+
+
+@pytest.fixture(scope="module")
+def harness():
+    """Prefect's test harness (an embedded database) for the flows of one test module."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -40,7 +40,7 @@ LAYERS: list[set[str]] = [
         "compress.training",
         "compress.runtimes",
     },
-    {"compress.benchmark", "compress.checkpoints", "compress.predict"},
+    {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
     {"compress.distillation", "compress.quantization"},
     {
         "compress.steps.prepare",

@@ -57,8 +57,9 @@ def _teacher_checkpoint(make: Callable[[Path], None]) -> Callable[[Path], None]:
     """Write a user checkpoint with `make` and point teacher.checkpoint at it."""
 
     def apply(folder: Path) -> None:
-        make(folder / "user_teacher.pt")
-        _set("teacher", checkpoint="user_teacher.pt", epochs=0)(folder)
+        (folder / "models/input").mkdir(parents=True, exist_ok=True)
+        make(folder / "models/input/user_teacher.pt")
+        _set("teacher", checkpoint="models/input/user_teacher.pt", epochs=0)(folder)
 
     return apply
 
@@ -68,7 +69,7 @@ def _garbage(path: Path) -> None:
 
 
 def _truncated(path: Path) -> None:
-    data = (path.parent / "models/teacher.pt").read_bytes()
+    data = (path.parent.parent / "teacher.pt").read_bytes()  # models/input/ -> models/
     path.write_bytes(data[: len(data) // 2])
 
 
@@ -77,7 +78,7 @@ def _other_arch(path: Path) -> None:
 
 
 def _extra_keys(path: Path) -> None:
-    state = torch.load(path.parent / "models/teacher.pt", weights_only=True)["state_dict"]
+    state = torch.load(path.parent.parent / "teacher.pt", weights_only=True)["state_dict"]
     state["extra.weight"] = torch.zeros(3)
     torch.save(state, path)
 
@@ -108,7 +109,7 @@ def _image_folder(counts: dict[str, int], bad: int = 0) -> Callable[[Path], None
 
     def apply(folder: Path) -> None:
         generator = np.random.default_rng(0)
-        root = folder / "images"
+        root = folder / "data/input/images"
         for name, count in counts.items():
             (root / name).mkdir(parents=True)
             for index in range(count):
@@ -152,11 +153,24 @@ CASES = [
     (
         "missing_folder",
         "prepare",
-        _set("data", source="imagefolder", path="nowhere"),
+        _set("data", source="imagefolder", path="data/input/nowhere"),
         1,
-        ["nowhere"],
+        ["data/input/nowhere", "not a folder"],
     ),
-    ("no_cifar", "prepare", _set("data", source="cifar10", path="."), 1, ["CIFAR-10 not found"]),
+    (
+        "untracked_folder",
+        "prepare",
+        _set("data", source="imagefolder", path="/tmp"),
+        1,
+        ["data.path '/tmp' is outside data/input/", "dvc import-url /tmp data/input/<name>"],
+    ),
+    (
+        "no_cifar",
+        "prepare",
+        _set("data", source="cifar10", path="data/input"),
+        1,
+        ["CIFAR-10 not found"],
+    ),
     ("one_class", "prepare", _image_folder({"a": 20}), 1, ["at least 2"]),
     ("empty_class", "prepare", _image_folder({"a": 20, "b": 0}), 1, ["b", "hold no files"]),
     ("small_class", "prepare", _image_folder({"a": 20, "b": 4}), 1, ["b (4)", "min_per_class"]),
@@ -180,9 +194,16 @@ CASES = [
     (
         "missing_ckpt",
         "baseline",
-        _set("teacher", checkpoint="nope.pt"),
+        _set("teacher", checkpoint="models/input/nope.pt"),
         1,
         ["nope.pt", "not found"],
+    ),
+    (
+        "untracked_ckpt",
+        "baseline",
+        _set("teacher", checkpoint="teacher.pt"),
+        1,
+        ["teacher.checkpoint 'teacher.pt' is outside models/input/", "dvc add models/input"],
     ),
     (
         "garbage_ckpt",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -71,14 +72,18 @@ def test_checkpoint_round_trips(baseline_artifacts: Artifacts) -> None:
 def test_user_checkpoint_is_loaded_not_trained(
     baseline_artifacts: Artifacts, prepared_copy: Artifacts
 ) -> None:
-    metrics = _run(prepared_copy, checkpoint=str(baseline_artifacts.teacher_pt), epochs=50)
+    user_teacher = prepared_copy.teacher_input_dir / "teacher.pt"
+    user_teacher.parent.mkdir(parents=True)
+    shutil.copy(baseline_artifacts.teacher_pt, user_teacher)
+    metrics = _run(prepared_copy, checkpoint="models/input/teacher.pt", epochs=50)
     reference = json.loads(baseline_artifacts.baseline_metrics.read_text())
     assert metrics["source"] == "checkpoint" and metrics["train_seconds"] == 0
     assert metrics["accuracy"] == reference["accuracy"]
 
 
 def test_mismatched_checkpoint_is_a_clear_error(prepared_copy: Artifacts) -> None:
-    wrong = prepared_copy.root / "wrong.pt"
+    wrong = prepared_copy.teacher_input_dir / "wrong.pt"
+    wrong.parent.mkdir(parents=True)
     torch.save(build_model("resnet18", 7, 3, 32).state_dict(), wrong)
     with pytest.raises(
         PipelineError, match=r"Checkpoint '.*wrong.pt' does not fit a 'resnet18'.*shape mismatches"
@@ -88,12 +93,22 @@ def test_mismatched_checkpoint_is_a_clear_error(prepared_copy: Artifacts) -> Non
 
 
 def test_pickled_module_and_corrupt_checkpoint_are_refused(prepared_copy: Artifacts) -> None:
-    root = prepared_copy.root
+    root = prepared_copy.teacher_input_dir
+    root.mkdir(parents=True)
     torch.save(build_model("resnet18", 10, 1, 8), root / "module.pt")
     (root / "corrupt.pt").write_bytes(b"not a checkpoint")
     for name in ("module.pt", "corrupt.pt", "missing.pt"):
         with pytest.raises(PipelineError, match=f"Checkpoint '.*{name}'"):
             _run(prepared_copy, checkpoint=str(root / name))
+    assert not prepared_copy.teacher_pt.exists()
+
+
+def test_a_checkpoint_outside_models_input_is_refused(
+    baseline_artifacts: Artifacts, prepared_copy: Artifacts
+) -> None:
+    """DVC tracks models/input/ (baseline depends on it): a file elsewhere could change unseen."""
+    with pytest.raises(PipelineError, match=r"teacher.checkpoint '.*' is outside models/input/"):
+        _run(prepared_copy, checkpoint=str(baseline_artifacts.teacher_pt))
     assert not prepared_copy.teacher_pt.exists()
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,6 @@ import torch
 import yaml
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
 
 from compress.artifacts import Artifacts
@@ -33,6 +33,7 @@ from flows.serve import build_deployment
 from flows.update_cycle import update_cycle
 from tests.conftest import copy_repo
 
+DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
 STAGES = ["prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate"]
 
 
@@ -56,7 +57,7 @@ def _digit_images(repo: Path) -> None:
     the pipeline runs on an image folder, so `predict` can be checked on the very files."""
     digits = load_digits()
     for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        folder = repo / "data/raw" / str(label)
+        folder = repo / DATA / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         pixels = np.round(image * 255 / 16).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{index:04d}.png")
@@ -68,7 +69,7 @@ def _tiny_repo(repo: Path) -> None:
 
 
 def _tiny(params: dict) -> None:
-    params["data"] |= {"source": "imagefolder", "path": "data/raw", "image_size": 16, "channels": 1}
+    params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
     params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
@@ -89,16 +90,11 @@ def _git_repo(repo: Path, remote: Path) -> None:
         ("git", "config", "user.email", "ci@example.com"),
         ("git", "config", "user.name", "ci"),
         ("dvc", "remote", "modify", "--local", "local", "url", str(remote)),
+        ("dvc", "add", "--quiet", DATA),
         ("git", "add", "--all"),
         ("git", "commit", "-qm", "init"),
     ):
         assert _run(repo, *command).returncode == 0, command
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +203,8 @@ def _outs(repo: Path) -> dict[str, str]:
 
 def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path: Path) -> None:
     """Kill every training stage right after its first epoch; no out of a killed run is taken
-    as valid, `dvc repro` completes, and every model is bit-identical to the clean run's."""
+    as valid, `dvc repro` completes, every model is bit-identical to the clean run's, and
+    evaluate gives the same intervals and decision."""
     clean_repo, _ = pipeline
     repo = copy_repo(tmp_path / "repo")
     _tiny_repo(repo)
@@ -222,10 +219,22 @@ def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path
         assert not (repo / out).exists(), f"the killed {stage} left {out} behind"
         status = _dvc(repo, "status", stage)
         assert stage in status.stdout, status.stdout  # DVC does not consider it up to date
-    finished = _dvc(repo, "repro", "quantize")
+    finished = _dvc(repo, "repro")
     assert finished.returncode == 0, finished.stderr
-    assert "up to date" in _dvc(repo, "status", "quantize").stdout
+    assert "up to date" in _dvc(repo, "status").stdout
     assert _outs(repo) == _outs(clean_repo)  # two runs, identical model files
+    assert _decision(repo) == _decision(clean_repo)  # and the same intervals and decision
+
+
+def _decision(repo: Path) -> tuple[dict, str]:
+    """What evaluate decides from: accuracies and drop intervals (not timings), and its pick."""
+    artifacts = Artifacts(repo)
+    candidates = json.loads(artifacts.evaluate_metrics.read_text())["candidates"]
+    figures = {
+        name: (c["accuracy"], c.get("drop_interval"), c.get("class_drop_intervals"))
+        for name, c in candidates.items()
+    }
+    return figures, json.loads(artifacts.shipped_json.read_text())["candidate"]
 
 
 def test_second_run_skips_every_stage(pipeline) -> None:
@@ -294,6 +303,21 @@ def test_params_overrides_run_as_an_experiment_not_in_the_users_file(pipeline) -
     shown = _dvc(repo, "exp", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert runs[0]["experiment"] in shown.stdout
+
+
+def test_added_images_and_a_new_teacher_file_make_their_stages_stale(pipeline) -> None:
+    """data/input/ and models/input/ are deps: DVC sees a changed file, not just a param."""
+    repo, _ = pipeline
+    image = next((repo / DATA / "3").glob("*.png"))
+    shutil.copy(image, image.with_name("copy.png"))
+    (repo / "models/input/teacher.pt").write_bytes(b"a retrained teacher")
+    status = _dvc(repo, "status").stdout
+    (repo / "models/input/teacher.pt").unlink()
+    image.with_name("copy.png").unlink()
+    assert "prepare:" in status and "baseline:" in status
+    assert "modified:           data/input" in status
+    assert "modified:           models/input" in status
+    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
 
 
 def test_failed_data_check_fails_the_flow_without_retries(harness, tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_calibration_size_smaller_than_class_count_is_a_clear_error(tmp_path: Pa
 
 
 def test_missing_cifar10_folder_is_a_clear_error(tmp_path: Path) -> None:
-    params = DataParams(source="cifar10", path=str(tmp_path / "nowhere"), image_size=None)
+    params = DataParams(source="cifar10", path="data/input/nowhere", image_size=None)
     with pytest.raises(PipelineError, match="CIFAR-10 not found under data.path"):
         prepare(params, Artifacts(tmp_path))
 
@@ -116,11 +116,11 @@ def _messy_folder(root: Path) -> None:
 
 
 def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Path) -> None:
-    _messy_folder(tmp_path / "images")
+    _messy_folder(tmp_path / "data/input/images")
     artifacts = Artifacts(tmp_path)
     params = DataParams(
         source="imagefolder",
-        path=str(tmp_path / "images"),
+        path=str(tmp_path / "data/input/images"),
         image_size=12,
         channels=3,
         val_fraction=0.1,
@@ -145,6 +145,24 @@ def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Pat
         "notes.txt",
         "empty.jpg",
     }
+    source = json.loads(artifacts.data_profile.read_text())["source"]
+    assert source["modes"] == {"I;16": 12, "L": 12, "P": 12, "RGB": 12, "RGBA": 12}
+    assert source["sizes"] == {"16x16": 12, "24x40": 12, "28x28": 12, "30x20": 12, "32x32": 12}
+    assert source["class_counts"] == {"cat": 20, "dog": 20, "eel": 20}
+
+
+def test_a_data_folder_outside_data_input_is_refused(tmp_path: Path) -> None:
+    """DVC tracks data/input/ (prepare depends on it): data elsewhere could change unseen."""
+    _messy_folder(tmp_path / "elsewhere")
+    params = DataParams(source="imagefolder", path="elsewhere", calibration_size=10)
+    with pytest.raises(
+        PipelineError,
+        match=r"data.path 'elsewhere' is outside data/input/.*"
+        r"dvc import-url elsewhere data/input/<name>",
+    ):
+        prepare(params, Artifacts(tmp_path))
+    assert not (tmp_path / "data/prepared").exists()
+    assert not (tmp_path / "metrics").exists()
 
 
 def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
@@ -175,10 +193,14 @@ def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
 
 
 def test_cifar10_from_local_pickle_batches(tmp_path: Path) -> None:
-    _fake_cifar10(tmp_path / "cifar-10-batches-py")
+    _fake_cifar10(tmp_path / "data/input/cifar/cifar-10-batches-py")
     artifacts = Artifacts(tmp_path)
     params = DataParams(
-        source="cifar10", path=str(tmp_path), image_size=None, calibration_size=10, min_per_class=5
+        source="cifar10",
+        path="data/input/cifar",
+        image_size=None,
+        calibration_size=10,
+        min_per_class=5,
     )
     splits = prepare(params, artifacts)
     assert len(splits["test"][1]) == 20  # the official test batch stays the test split

@@ -46,7 +46,13 @@ def baseline(
     device: str = "cpu",
 ) -> dict:
     info = load_info(artifacts.prepared_dir)
-    checkpoint = artifacts.resolve(params.checkpoint) if params.checkpoint else None
+    checkpoint = (
+        artifacts.tracked_input(
+            params.checkpoint, "teacher.checkpoint", artifacts.teacher_input_dir
+        )
+        if params.checkpoint
+        else None
+    )
     user_weights = read_checkpoint(checkpoint) if checkpoint else None  # fail before any work
     seed_everything(params.seed)
     model = build_model(

@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from compress import atomic
 from compress.artifacts import Artifacts
 from compress.data_checks import failure_report, image_hashes, validate_splits
+from compress.drift import data_profile, source_profile
 from compress.errors import PipelineError
 from compress.params import DataParams
 from compress.sources import RawData, load_source
@@ -155,11 +156,17 @@ def write_prepared(splits: Splits, raw: RawData, source: str, out_dir: Path) -> 
 
 
 def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
-    """Load the source, drop duplicates, split, check with Great Expectations, then write
-    data/prepared/ (only when every check passed) and metrics/data_checks.json."""
-    source_path = str(artifacts.resolve(params.path)) if params.path else None
+    """Load the source (a user's folder only from data/input/, which DVC tracks), drop
+    duplicates, split, check with Great Expectations, then write data/prepared/ and the data
+    profile (only when every check passed) and metrics/data_checks.json."""
+    source_path = (
+        str(artifacts.tracked_input(params.path, "data.path", artifacts.data_input_dir))
+        if params.path
+        else None
+    )
     raw = load_source(params.source, source_path, params.image_size, params.channels)
     check_readable(raw, params.max_bad_fraction)
+    source = source_profile(raw)
     raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
     check_class_counts(raw, params.min_per_class)
     log.info(
@@ -186,6 +193,7 @@ def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
     )
     if not passed:
         raise PipelineError(failure_report(results))
+    atomic.write_json(artifacts.data_profile, data_profile(source, splits, raw.classes))
     write_prepared(splits, raw, params.source, artifacts.prepared_dir)
     log.info(
         "Wrote %s: %s",

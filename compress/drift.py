@@ -1,0 +1,166 @@
+"""Does new data look like the data production was trained on? `prepare` writes a profile of
+what it read (metrics/data_profile.json: per-class counts, original image sizes and modes, and
+per split the class shares and per-channel pixel mean and std); the model-update cycle compares
+the new profile with production's, with Great Expectations, before any training.
+
+Each quantity becomes a small frame with one row per channel, class, size or mode (its
+production figure, its new figure, the shift) so that standard GX column expectations express
+every check, and a failure names the split, the check and the figures."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import replace
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+
+from compress.data_checks import CheckResult, Checks, image_hashes, run_checks
+from compress.params import DriftParams
+from compress.sources import RawData
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def source_profile(raw: RawData) -> dict:
+    """What the source held as read (before duplicates are dropped): the counts a team's
+    added or removed images change, the formats of the files, and a content hash."""
+    counts = np.bincount(raw.labels, minlength=len(raw.classes))
+    digest = hashlib.sha1()
+    for image_hash, label in sorted(
+        zip(image_hashes(raw.images), raw.labels.tolist(), strict=True)
+    ):
+        digest.update(f"{image_hash}:{label}\n".encode())
+    return {
+        "images": int(len(raw.labels)),
+        "class_counts": {name: int(n) for name, n in zip(raw.classes, counts, strict=True)},
+        "sizes": dict(sorted(Counter(raw.sizes).items())),
+        "modes": dict(sorted(Counter(raw.modes).items())),
+        "content_hash": digest.hexdigest(),
+    }
+
+
+def split_profile(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    counts = np.bincount(labels, minlength=len(classes))
+    return {
+        "images": int(len(labels)),
+        "class_shares": {
+            name: round(float(n) / len(labels), 6) for name, n in zip(classes, counts, strict=True)
+        },
+        "channel_mean": [round(float(m), 6) for m in images.mean(axis=(0, 2, 3), dtype=np.float64)],
+        "channel_std": [round(float(s), 6) for s in images.std(axis=(0, 2, 3), dtype=np.float64)],
+    }
+
+
+def data_profile(source: dict, splits: Splits, classes: list[str]) -> dict:
+    return {
+        "classes": classes,
+        "source": source,
+        "splits": {
+            name: split_profile(images, labels, classes)
+            for name, (images, labels) in splits.items()
+        },
+    }
+
+
+def _shares(counts: dict[str, int]) -> dict[str, float]:
+    total = sum(counts.values()) or 1
+    return {key: value / total for key, value in counts.items()}
+
+
+def _shift_frame(reference: dict[str, float], current: dict[str, float], kind: str) -> pd.DataFrame:
+    """One row per key of either side: production's figure, the new one, and the shift."""
+    keys = sorted(set(reference) | set(current), key=str)
+    old = [float(reference.get(key, 0.0)) for key in keys]
+    new = [float(current.get(key, 0.0)) for key in keys]
+    return pd.DataFrame(
+        {
+            "item": [f"{kind} {key}" for key in keys],
+            "reference": old,
+            "current": new,
+            "shift": np.subtract(new, old),
+            "kept": [n > 0 or o == 0 for o, n in zip(old, new, strict=True)],
+        }
+    )
+
+
+def _within(tolerance: float) -> gx.expectations.Expectation:
+    return gx.expectations.ExpectColumnValuesToBeBetween(
+        column="shift", min_value=-tolerance, max_value=tolerance
+    )
+
+
+def _drift_frames(
+    reference: dict, current: dict, tolerances: DriftParams
+) -> list[tuple[str, pd.DataFrame, Checks]]:
+    frames = []
+    for split, new in current["splits"].items():
+        old = reference["splits"].get(split)
+        if old is None:
+            continue
+        for stat, tolerance in (
+            ("channel_mean", tolerances.mean_tolerance),
+            ("channel_std", tolerances.std_tolerance),
+        ):
+            frame = _shift_frame(dict(enumerate(old[stat])), dict(enumerate(new[stat])), "channel")
+            label = stat.replace("_", " ")
+            frames.append((split, frame, [(f"{label} within ±{tolerance}", _within(tolerance))]))
+        share = tolerances.class_share_tolerance
+        frame = _shift_frame(old["class_shares"], new["class_shares"], "class")
+        vanished = gx.expectations.ExpectColumnValuesToBeInSet(column="kept", value_set=[True])
+        checks = [
+            (f"class shares within ±{share}", _within(share)),
+            ("no class vanished", vanished),
+        ]
+        frames.append((split, frame, checks))
+    mix = tolerances.format_share_tolerance
+    for key in ("sizes", "modes"):
+        frame = _shift_frame(
+            _shares(reference["source"][key]), _shares(current["source"][key]), key[:-1]
+        )
+        check = f"image {key[:-1]} mix within ±{mix}"
+        frames.append(("source", frame, [(check, _within(mix))]))
+    return frames
+
+
+def _figures(frame: pd.DataFrame, expectation: gx.expectations.Expectation) -> str:
+    """The rows a failed check is about, with production's figure and the new one."""
+    if isinstance(expectation, gx.expectations.ExpectColumnValuesToBeBetween):
+        rows = frame[frame["shift"].abs() > expectation.max_value]
+    else:  # no class vanished
+        rows = frame[~frame["kept"]]
+    return "; ".join(
+        f"{row.item}: {row.current:.4g} now vs {row.reference:.4g} in production "
+        f"(shift {row.shift:+.4g})"
+        for row in rows.itertuples()
+    )
+
+
+def check_drift(reference: dict, current: dict, tolerances: DriftParams) -> list[CheckResult]:
+    """Every drift check of the new profile against production's, each with its figures."""
+    frames = _drift_frames(reference, current, tolerances)
+    results = run_checks(frames)
+    checked = {
+        (split, check): (frame, expectation)
+        for split, frame, checks in frames
+        for check, expectation in checks
+    }
+    return [
+        result
+        if result.success
+        else replace(result, detail=_figures(*checked[result.split, result.check]))
+        for result in results
+    ]
+
+
+def drift_report(results: list[CheckResult]) -> str:
+    failed = [r for r in results if not r.success]
+    return (
+        "The new data drifted from the data the production model was trained on: "
+        + "; ".join(f"split '{r.split}': {r.check} — {r.detail}" for r in failed)
+        + ". Check the new images (a wrong folder, another camera or export setting, a class "
+        "left out); if the shift is intended, set drift.accept: true in params.yaml (or widen "
+        "the drift.* tolerance) and run the cycle again."
+    )

@@ -1,0 +1,105 @@
+"""What changed since the production model: read from git and DVC, never recomputed. The data
+and teacher hashes are the md5s DVC recorded in dvc.lock for the `data/input` and
+`models/input` deps; image counts per class come from the data profiles `prepare` writes; the
+params diff is `dvc params diff`; the code is the commits and the changed files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from compress.artifacts import Artifacts
+from flows.compress import run_dvc
+
+CODE_PATHS = ("compress", "stages", "flows", "dvc.yaml", "pyproject.toml", "constraints.txt")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def read_at(repo: Path, commit: str, relative: Path) -> str | None:
+    """A git-tracked file as it was at `commit`; None when it did not exist there."""
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{relative.as_posix()}"], cwd=repo, capture_output=True, text=True
+    )
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def tracked_inputs(repo: Path) -> list[Path]:
+    """The `.dvc` files under the input folders (data/input/, models/input/)."""
+    artifacts = Artifacts(repo)
+    folders = (artifacts.data_input_dir, artifacts.teacher_input_dir)
+    return [path for folder in folders if folder.is_dir() for path in sorted(folder.rglob("*.dvc"))]
+
+
+def imported_inputs(repo: Path) -> list[Path]:
+    """Those written by `dvc import-url` / `dvc import`: they record where the data came from
+    (a dep), so `dvc update` can refresh them."""
+    return [path for path in tracked_inputs(repo) if yaml.safe_load(path.read_text()).get("deps")]
+
+
+def _lock_hashes(lock_text: str | None, stage: str) -> dict[str, str]:
+    """path -> md5 of every dep and out of `stage` in a dvc.lock text."""
+    if not lock_text:
+        return {}
+    entry = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(stage, {})
+    return {
+        item["path"]: item.get("md5", "") for item in entry.get("deps", []) + entry.get("outs", [])
+    }
+
+
+def _count_changes(before: dict[str, int], after: dict[str, int]) -> dict[str, dict[str, int]]:
+    classes = sorted(set(before) | set(after))
+    change = {name: after.get(name, 0) - before.get(name, 0) for name in classes}
+    return {
+        "added": {name: n for name, n in change.items() if n > 0},
+        "removed": {name: -n for name, n in change.items() if n < 0},
+    }
+
+
+def data_changes(repo: Path, commit: str, old_lock: str | None, new_lock: str | None) -> dict:
+    data_input = str(Artifacts.data_input_dir)
+    old_profile = read_at(repo, commit, Artifacts.data_profile)
+    before = json.loads(old_profile)["source"] if old_profile else {}
+    after = json.loads(Artifacts(repo).data_profile.read_text())["source"]
+    return {
+        "input_md5": {
+            "before": _lock_hashes(old_lock, "prepare").get(data_input),
+            "after": _lock_hashes(new_lock, "prepare").get(data_input),
+        },
+        "content_hash": {"before": before.get("content_hash"), "after": after["content_hash"]},
+        "images": {"before": before.get("images"), "after": after["images"]},
+        **_count_changes(before.get("class_counts", {}), after["class_counts"]),
+    }
+
+
+def changes_since(repo: Path, commit: str) -> dict:
+    """The data, teacher, params and code of the new model against production's commit."""
+    lock = Artifacts(repo).dvc_lock
+    old_lock = read_at(repo, commit, Artifacts.dvc_lock)
+    new_lock = lock.read_text() if lock.exists() else None
+    teacher_input, teacher_out = str(Artifacts.teacher_input_dir), str(Artifacts.teacher_pt)
+    old_baseline, new_baseline = (
+        _lock_hashes(old_lock, "baseline"),
+        _lock_hashes(new_lock, "baseline"),
+    )
+    params = run_dvc(repo, "params", "diff", commit, "--json")
+    return {
+        "data": data_changes(repo, commit, old_lock, new_lock),
+        "teacher": {
+            key: {"before": old_baseline.get(path), "after": new_baseline.get(path)}
+            for key, path in (("input_md5", teacher_input), ("teacher_md5", teacher_out))
+        },
+        "params": json.loads(params.stdout or "{}") if params.returncode == 0 else {},
+        "code": {
+            "production_commit": commit,
+            "commit": git(repo, "rev-parse", "HEAD"),
+            "changed_files": git(repo, "diff", "--name-only", commit, "--", *CODE_PATHS).split(),
+        },
+    }

@@ -1,0 +1,154 @@
+"""The model-update cycle on a team's inputs, in a temporary git + DVC repository whose image
+folder and teacher file are tracked with `dvc add` (slow: each cycle reruns the tiny pipeline
+from the stage a change touches; run with `pytest -m slow`, as CI does).
+
+Scenarios: cycle 1 promotes; images added to one class make `prepare` stale and the next cycle
+retrains and records the added count and both data hashes; a retrained teacher file reruns
+`baseline` (not `prepare`); nothing changed keeps production; new data with a shifted pixel
+mean, a vanished class or another image size stops the cycle before any training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compress.artifacts import Artifacts
+from compress.checkpoints import read_checkpoint
+from flows.compress import StageFailed
+from flows.update_cycle import update_cycle
+from tests.conftest import copy_repo
+from tests.test_pipeline import DATA, _dvc, _edit_params, _git_repo, _tiny_repo
+
+pytestmark = pytest.mark.slow
+
+
+def _cheap(params: dict) -> None:
+    """Fewer measurements than the pipeline tests: the cycle's bookkeeping is under test."""
+    params["distill"]["control"] = False
+    params["prune"]["rounds"] = 1
+    params["benchmark"]["batch_sizes"] = [1]
+    params["evaluate"] |= {"batch_sizes": [1], "runtimes": ["onnxruntime"]}
+
+
+@pytest.fixture(scope="module")
+def repo(harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with tracked inputs after its first cycle, which promotes."""
+    root = tmp_path_factory.mktemp("cycle")
+    repo = copy_repo(root / "repo")
+    _tiny_repo(repo)
+    _edit_params(repo, _cheap)
+    _git_repo(repo, root / "remote")
+    first = update_cycle(repo=str(repo))
+    assert first["action"] == "promoted" and first["reason"].startswith("first model"), first
+    return repo
+
+
+def test_nothing_changed_keeps_production(repo: Path) -> None:
+    """Right after the first cycle promoted: DVC reruns nothing and the model is the same."""
+    unchanged = update_cycle(repo=str(repo))
+    assert (unchanged["action"], unchanged["reason"]) == ("kept", "nothing changed"), unchanged
+    assert unchanged["stages_run"] == [] and unchanged["drift"]["failed"] == []
+
+
+def _add_images(repo: Path, label: str, count: int) -> None:
+    """New images of one class: existing ones shifted by a pixel (new content, not copies)."""
+    folder = repo / DATA / label
+    for index, path in enumerate(sorted(folder.glob("*.png"))[:count]):
+        pixels = np.roll(np.asarray(Image.open(path)), 1, axis=1)
+        Image.fromarray(pixels).save(folder / f"added_{index:03d}.png")
+
+
+def test_added_images_rerun_everything_and_are_recorded(repo: Path) -> None:
+    _add_images(repo, "3", 30)
+    status = _dvc(repo, "status")
+    assert "prepare:" in status.stdout and "modified:           data/input" in status.stdout
+
+    grown = update_cycle(repo=str(repo))
+    assert grown["inputs"]["added"] == [f"{DATA}.dvc"]
+    assert grown["stages_run"][0] == "prepare" and grown["drift"]["failed"] == []
+    data = grown["changes"]["data"]
+    assert (data["added"], data["removed"]) == ({"3": 30}, {})
+    assert data["images"]["after"] == data["images"]["before"] + 30
+    assert None not in data["input_md5"].values()
+    assert data["input_md5"]["before"] != data["input_md5"]["after"]
+    assert data["content_hash"]["before"] != data["content_hash"]["after"]
+    assert grown["changes"]["code"]["changed_files"] == []
+    assert grown["stages_run"] == [
+        "prepare",
+        "baseline",
+        "validate_teacher",
+        "distill",
+        "prune",
+        "quantize",
+        "evaluate",
+    ]
+
+
+def test_a_retrained_teacher_file_reruns_baseline_not_prepare(repo: Path) -> None:
+    """The team switches to its own teacher file, then overwrites it with a retrained one."""
+    teacher = repo / "models/input/teacher.pt"
+    weights = read_checkpoint(Artifacts(repo).teacher_pt)["state_dict"]
+    torch.save(weights, teacher)
+    assert _dvc(repo, "add", "--quiet", "models/input/teacher.pt").returncode == 0
+    _edit_params(repo, lambda p: p["teacher"].update(checkpoint="models/input/teacher.pt"))
+    assert _dvc(repo, "repro", "baseline").returncode == 0
+    torch.save(weights | {"fc.bias": weights["fc.bias"] + 0.5}, teacher)
+    status = _dvc(repo, "status")
+    assert "baseline:" in status.stdout and "modified:           models/input" in status.stdout
+    assert "prepare:" not in status.stdout
+
+    retrained = update_cycle(repo=str(repo))
+    assert retrained["inputs"]["added"] == [f"{DATA}.dvc", "models/input/teacher.pt.dvc"]
+    assert retrained["stages_run"][0] == "baseline"
+    teacher_change = retrained["changes"]["teacher"]
+    assert teacher_change["input_md5"]["before"] != teacher_change["input_md5"]["after"]
+    assert retrained["changes"]["params"]["params.yaml"]["teacher.checkpoint"]["new"] == (
+        "models/input/teacher.pt"
+    )
+
+
+def _brighten(folder: Path) -> None:
+    for path in folder.rglob("*.png"):
+        pixels = np.asarray(Image.open(path)).astype(np.int16)
+        Image.fromarray(np.clip(pixels + 60, 0, 255).astype(np.uint8)).save(path)
+
+
+def _drop_class(folder: Path) -> None:
+    shutil.rmtree(folder / "9")
+
+
+def _resize_a_third(folder: Path) -> None:
+    for path in sorted(folder.rglob("*.png"))[::3]:
+        Image.open(path).resize((16, 16), Image.Resampling.NEAREST).save(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        (_brighten, "channel mean within ±0.05"),
+        (_drop_class, "no class vanished"),
+        (_resize_a_third, "image size mix within ±0.05"),
+    ],
+)
+def test_drifted_data_stops_the_cycle_before_training(repo: Path, change, check: str) -> None:
+    folder = repo / DATA
+    original = repo.parent / "original-data"
+    if not original.exists():
+        shutil.copytree(folder, original)
+    teacher_mtime = Artifacts(repo).teacher_pt.stat().st_mtime_ns
+    change(folder)
+    try:
+        with pytest.raises(StageFailed, match=check):
+            update_cycle(repo=str(repo))
+    finally:
+        shutil.rmtree(folder)
+        shutil.copytree(original, folder)
+    last = json.loads(Artifacts(repo).decisions_log.read_text().splitlines()[-1])
+    assert last["action"] == "kept" and "drifted" in last["reason"] and check in last["reason"]
+    assert Artifacts(repo).teacher_pt.stat().st_mtime_ns == teacher_mtime  # nothing trained
