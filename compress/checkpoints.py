@@ -13,8 +13,8 @@ from torch import nn
 
 from compress import atomic
 from compress.errors import PipelineError
-from compress.models import build_model
-from compress.pruning import replay_pruning
+from compress.models import build_model, first_conv
+from compress.pruning import classifier_layer, replay_pruning
 
 
 def save_checkpoint(
@@ -90,6 +90,15 @@ def load_weights(
     model.load_state_dict(state_dict)
 
 
+ARCHITECTURE_KEYS = ("arch_kwargs", "adapt_stem", "pruning_history")
+
+
+def architecture(payload: dict[str, Any]) -> dict[str, Any]:
+    """What rebuilds a checkpoint's model besides its reference: constructor arguments, stem
+    choice and pruning history, to pass on when a later stage saves the model again."""
+    return {key: payload[key] for key in ARCHITECTURE_KEYS if key in payload}
+
+
 def rebuild_architecture(payload: dict[str, Any], path: str | Path) -> nn.Module:
     """A fresh model of the checkpoint's architecture, pruned as it was by replaying its pruning
     history; the weights are not loaded yet."""
@@ -97,7 +106,14 @@ def rebuild_architecture(payload: dict[str, Any], path: str | Path) -> nn.Module
     if not arch or "input_shape" not in payload:
         raise PipelineError(f"Checkpoint '{path}' lacks its architecture and input shape metadata.")
     channels, image_size, _ = (int(value) for value in payload["input_shape"])
-    model = build_model(arch, int(payload["num_classes"]), channels, image_size)
+    model = build_model(
+        arch,
+        int(payload["num_classes"]),
+        channels,
+        image_size,
+        kwargs=payload.get("arch_kwargs"),
+        stem=payload.get("adapt_stem", "auto"),
+    )
     if payload.get("pruning_history"):
         replay_pruning(model, (channels, image_size, image_size), payload["pruning_history"])
     return model
@@ -109,3 +125,47 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = rebuild_architecture(payload, path)
     load_weights(model, payload["state_dict"], path, payload["arch"])
     return model.eval(), payload
+
+
+def load_warm_start(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: Path,
+    arch: str,
+    num_classes: int,
+) -> list[str]:
+    """Start a student from weights made for another task (e.g. ImageNet weights a team has):
+    the classifier is re-initialised when the class count differs, the first convolution
+    summed or spread over its input channels when only their count differs (re-initialised
+    when its kernel differs too, as with a small-image stem); anything else must fit, or the
+    error names each key and shape. Returns what was adapted, for the log."""
+    expected = model.state_dict()
+    head = classifier_layer(model, num_classes)
+    head_keys = {
+        f"{name}.{k}" for name, m in model.named_modules() if m is head for k in ("weight", "bias")
+    }
+    conv = first_conv(model)
+    conv_key = next(f"{name}.weight" for name, m in model.named_modules() if m is conv)
+    adapted, merged = [], dict(state_dict)
+    for key in list(merged):
+        if key not in expected or merged[key].shape == expected[key].shape:
+            continue
+        if key in head_keys:
+            merged[key] = expected[key]
+            adapted.append(f"{key} re-initialised: {tuple(state_dict[key].shape)} in the file")
+        elif key == conv_key:
+            merged[key] = _adapt_first_conv(state_dict[key], expected[key])
+            how = "re-initialised" if merged[key] is expected[key] else "adapted"
+            adapted.append(f"{key} {how}: {tuple(state_dict[key].shape)} in the file")
+    load_weights(model, merged, source, arch)
+    return adapted
+
+
+def _adapt_first_conv(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Same kernel: RGB -> gray sums the colour filters (a gray image is R = G = B), gray -> RGB
+    spreads them; another kernel size or width keeps the fresh initialisation."""
+    if weights.shape[0] != target.shape[0] or weights.shape[2:] != target.shape[2:]:
+        return target
+    if target.shape[1] == 1:
+        return weights.sum(dim=1, keepdim=True)
+    return weights.mean(dim=1, keepdim=True).repeat(1, target.shape[1], 1, 1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from compress import atomic
 from compress.errors import PipelineError
-from compress.params import PARAMS_FILE, SECTIONS, load_params
+from compress.params_file import PARAMS_FILE, SECTIONS, load_params
 from compress.predict import FORMATS, expand_inputs, format_predictions, predict_files
 from compress.runner import run_stage
 from compress.runtimes import BATCH_SIZE, RUNTIMES

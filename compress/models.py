@@ -1,7 +1,12 @@
-"""Torchvision classifiers by name, adapted to small inputs: building, counting and folding."""
+"""Classifiers from a model reference (torchvision, timm or a user's factory), adapted to small
+inputs: building, counting and folding."""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+
+import timm
 import torch
 import torch_pruning as tp
 import torchvision
@@ -16,22 +21,86 @@ def available_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def build_model(
-    arch: str, num_classes: int, channels: int, image_size: int, param: str = "arch"
-) -> nn.Module:
-    """A randomly initialised torchvision classifier whose stem fits (channels, image_size)."""
-    if arch not in available_archs():
+def split_reference(reference: str) -> tuple[str, str]:
+    """`resnet18` / `torchvision:resnet18`, `timm:<name>`, or `package.module:factory`."""
+    prefix, colon, name = reference.partition(":")
+    if not colon:
+        return "torchvision", reference
+    return (prefix, name) if prefix in ("torchvision", "timm") else ("factory", reference)
+
+
+def _torchvision(name: str, num_classes: int, channels: int, kwargs: dict, param: str):
+    if name not in available_archs():
+        close = difflib.get_close_matches(name, available_archs(), n=3)
         raise PipelineError(
-            f"Unknown architecture {param}='{arch}'. Valid torchvision classification models: "
-            f"{', '.join(available_archs())}."
+            f"Unknown architecture {param}='{name}'."
+            + (f" Did you mean {', '.join(close)}?" if close else "")
+            + f" Valid torchvision classification models: {', '.join(available_archs())}; "
+            "or use timm:<name> or package.module:factory."
         )
-    try:
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    except (TypeError, ValueError) as error:
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+
+def _timm(name: str, num_classes: int, channels: int, kwargs: dict, param: str):
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise PipelineError(
-            f"Cannot build {param}='{arch}' with {num_classes} classes: {error}"
+            f"Unknown timm model {param}='timm:{name}'."
+            + (f" Did you mean {', '.join(f'timm:{c}' for c in close)}?" if close else "")
+            + " `python -c \"import timm; print(timm.list_models('*mobile*'))\"` lists them."
+        )
+    return timm.create_model(
+        name, pretrained=False, num_classes=num_classes, in_chans=channels, **kwargs
+    )
+
+
+def _factory(target: str, num_classes: int, channels: int, kwargs: dict, param: str):
+    """A user's own `factory(num_classes=, in_channels=, **kwargs) -> nn.Module`."""
+    module_name, _, function_name = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise PipelineError(
+            f"{param}='{target}' cannot be imported ({error}). Give `package.module:function` "
+            "of a function importable from the repository root (a module in the repository or "
+            "an installed package) that returns an nn.Module."
         ) from error
-    adapt_stem(model, channels, image_size)
+    model = factory(num_classes=num_classes, in_channels=channels, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise PipelineError(
+            f"{param}='{target}' returned a {type(model).__name__}, not a torch nn.Module; the "
+            "factory must build and return the model."
+        )
+    return model
+
+
+BUILDERS = {"torchvision": _torchvision, "timm": _timm, "factory": _factory}
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    channels: int,
+    image_size: int,
+    param: str = "arch",
+    kwargs: dict | None = None,
+    stem: str = "auto",
+) -> nn.Module:
+    """A randomly initialised classifier from a model reference (see `split_reference`),
+    with `kwargs` passed to its constructor. `stem="auto"` adapts torchvision and timm stems to
+    small images and the input channels; a user's factory builds its own stem."""
+    kind, name = split_reference(arch)
+    try:
+        model = BUILDERS[kind](name, num_classes, channels, dict(kwargs or {}), param)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise PipelineError(
+            f"Cannot build {param}='{arch}' with {num_classes} classes, {channels} input "
+            f"channels and arguments {kwargs or {}}: {error}"
+        ) from error
+    if stem == "auto" and kind != "factory":
+        adapt_stem(model, channels, image_size)
+    elif first_conv(model).in_channels != channels:
+        adapt_stem(model, channels, image_size, small_images=False)
     reset_batchnorm_momentum(model)
     return model
 
@@ -45,12 +114,20 @@ def reset_batchnorm_momentum(model: nn.Module, momentum: float = 0.1) -> None:
             module.momentum = momentum
 
 
-def adapt_stem(model: nn.Module, channels: int, image_size: int) -> None:
-    """Give the first convolution `channels` inputs; for small images make it a 3x3 stride-1
-    convolution and drop a stem max-pool, as CIFAR-style ResNets do, so that 8x8 or 32x32
-    inputs are not reduced to a single pixel before the first block."""
-    small = image_size <= SMALL_IMAGE
-    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    found = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if found is None:
+        raise PipelineError(f"'{type(model).__name__}' has no Conv2d: not an image classifier.")
+    return found
+
+
+def adapt_stem(model: nn.Module, channels: int, image_size: int, small_images: bool = True) -> None:
+    """Give the first convolution `channels` inputs; for small images (unless `small_images`
+    is off) make it a 3x3 stride-1 convolution and drop a stem max-pool, as CIFAR-style ResNets
+    do, so that 8x8 or 32x32 inputs are not reduced to a single pixel before the first block."""
+    small = small_images and image_size <= SMALL_IMAGE
+    conv = first_conv(model)
+    name = next(n for n, m in model.named_modules() if m is conv)
     kernel, stride, padding = (
         ((3, 3), (1, 1), (1, 1)) if small else (conv.kernel_size, conv.stride, conv.padding)
     )

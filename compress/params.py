@@ -7,20 +7,19 @@ a params file needs neither torch nor Prefect."""
 
 from __future__ import annotations
 
-import difflib
+import re
 from datetime import datetime
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from compress.errors import PipelineError
-
-PARAMS_FILE = Path("params.yaml")
-
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # Names chosen through registries in the library (losses, pruning); a test keeps them equal.
 TemperatureSchedule = Literal["constant", "linear"]
@@ -41,7 +40,7 @@ class AugmentParams(Section):
 class DataParams(Section):
     source: Literal["digits", "imagefolder", "cifar10"] = "digits"
     path: str | None = None
-    image_size: int | None = Field(16, ge=4, le=1024)
+    image_size: int | None = Field(None, ge=4, le=1024)  # None: the source's own size
     channels: Literal[1, 3] | None = None
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
@@ -59,14 +58,36 @@ class DataParams(Section):
         return self
 
 
+StemAdaptation = Literal["auto", "never"]
+# `resnet18` / `torchvision:resnet18`, `timm:<name>`, or `package.module:factory`
+MODEL_REFERENCE = re.compile(r"^((torchvision|timm):)?[\w.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _model_reference(value: str, param: str) -> str:
+    if not MODEL_REFERENCE.match(value):
+        raise ValueError(
+            f"{param} '{value}' is not a model reference: use a torchvision name (resnet18 or "
+            "torchvision:resnet18), timm:<name> (e.g. timm:mobilenetv3_small_100), or "
+            "package.module:factory for your own function returning an nn.Module"
+        )
+    return value
+
+
 class TeacherParams(Section):
     arch: str = "resnet18"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    adapt_stem: StemAdaptation = "auto"
     checkpoint: str | None = None
     epochs: int = Field(15, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     seed: int = 0
+
+    @field_validator("arch")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return _model_reference(value, "teacher.arch")
 
 
 class GateParams(Section):
@@ -89,6 +110,10 @@ class FeatureKDParams(Section):
 
 class DistillParams(Section):
     student: str = "mobilenet_v2"
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)
+    adapt_stem: StemAdaptation = "auto"
+    student_checkpoint: str | None = None  # warm start: a state dict under models/input/
+    init_ratio: float = Field(0.5, gt=0.0, lt=1.0)  # student: teacher, share of MACs cut
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     temperature_schedule: TemperatureSchedule = "constant"
@@ -103,6 +128,20 @@ class DistillParams(Section):
     lr_warmup_epochs: int = Field(3, ge=0, le=1000)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     seed: int = 0
+
+    @field_validator("student")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return value if value == "teacher" else _model_reference(value, "distill.student")
+
+    @model_validator(mode="after")
+    def _one_initialisation(self) -> DistillParams:
+        if self.student == "teacher" and self.student_checkpoint:
+            raise ValueError(
+                "distill.student: teacher starts from the teacher's own cut weights; remove "
+                "distill.student_checkpoint or name an architecture in distill.student"
+            )
+        return self
 
     def temperatures(self) -> tuple[float, float]:
         """(start, end) of the schedule; a constant schedule uses `temperature` throughout."""
@@ -228,66 +267,3 @@ class Params(Section):
     compute: ComputeParams = Field(default_factory=ComputeParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     drift: DriftParams = Field(default_factory=DriftParams)
-
-
-SECTIONS: dict[str, type[Section]] = {
-    name: field.annotation for name, field in Params.model_fields.items()
-}
-
-
-def read_params(path: Path = PARAMS_FILE) -> dict:
-    if not path.exists():
-        raise PipelineError(f"'{path}' not found: run the stage from the repository root.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise PipelineError(f"'{path}' is not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise PipelineError(
-            f"'{path}' must hold a mapping of sections, found {type(raw).__name__}."
-        )
-    return raw
-
-
-def _explain(section: str, model: type[Section], error: ValidationError) -> list[str]:
-    lines = []
-    for problem in error.errors():
-        key = ".".join(str(part) for part in (section, *problem["loc"]))
-        if problem["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(problem["loc"][-1]), model.model_fields, n=1)
-            hint = f" Did you mean `{section}.{close[0]}`?" if close else ""
-            valid = ", ".join(model.model_fields)
-            lines.append(f"unknown key `{key}`.{hint} Valid keys: {valid}.")
-        elif problem["loc"]:
-            lines.append(f"`{key}` = {problem.get('input')!r}: {problem['msg']}.")
-        else:
-            lines.append(f"`{section}`: {problem['msg']}.")
-    return lines
-
-
-def _unknown_sections(raw: dict) -> list[str]:
-    problems = []
-    for section in raw:
-        if section not in SECTIONS:
-            close = difflib.get_close_matches(str(section), SECTIONS, n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            problems.append(
-                f"unknown section `{section}`.{hint} Valid sections: {', '.join(SECTIONS)}."
-            )
-    return problems
-
-
-def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Validate the whole params file, reporting every problem at once, and return it with the
-    defaults filled in: a typo in any section fails before any work."""
-    raw = read_params(path)
-    problems = _unknown_sections(raw)
-    sections = {}
-    for name, model in SECTIONS.items():
-        try:
-            sections[name] = model.model_validate(raw.get(name) or {})
-        except ValidationError as error:
-            problems += _explain(name, model, error)
-    if problems:
-        raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
-    return Params(**sections)

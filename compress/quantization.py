@@ -22,7 +22,12 @@ from nncf.torch.model_graph_manager import get_module_by_name, split_const_name
 from torch import nn
 
 from compress import atomic
-from compress.checkpoints import read_checkpoint, rebuild_architecture, save_checkpoint
+from compress.checkpoints import (
+    architecture,
+    read_checkpoint,
+    rebuild_architecture,
+    save_checkpoint,
+)
 from compress.contract import ModelContract, copy_contract
 from compress.errors import PipelineError
 from compress.int8_onnx import (
@@ -148,7 +153,7 @@ def save_qat_checkpoint(
         source["arch"],
         input_shape,
         int(source["num_classes"]),
-        pruning_history=source.get("pruning_history", []),
+        **architecture(source),
         batchnorm_folded=True,
         nncf_config=json.dumps(nncf.torch.get_config(model)),
     )

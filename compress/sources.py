@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from compress.errors import PipelineError
 
+DIGITS_SIZE = 16
 # What PIL raises for a file that is not a readable image (corrupt, empty, truncated, not one).
 IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
@@ -35,13 +36,15 @@ class RawData:
 
 
 def load_digits_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:
-    """scikit-learn's bundled 8x8 digits (values 0..16): no download, the default."""
+    """scikit-learn's bundled 8x8 digits (values 0..16): no download, the default. Upsampled to
+    16x16 unless `data.image_size` says otherwise: at 8x8 a small student's stride-2 stages
+    leave it a single pixel."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
     images = _to_channels(images, channels or 1)
-    images = _resize(images, image_size)
+    images = _resize(images, image_size or DIGITS_SIZE)
     count = len(bunch.target)
     return RawData(
         images,

@@ -30,7 +30,7 @@ from prefect.tasks import exponential_backoff
 
 from compress.artifacts import Artifacts
 from compress.errors import TRANSIENT_EXIT_CODE
-from compress.params import load_params
+from compress.params_file import load_params
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
 # or a stage that exited with the transient code (an I/O error).

@@ -1,7 +1,7 @@
 """`dvc repro baseline`: train or load the teacher and measure what compression must beat."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.baseline import baseline
 from compress.training import resolve_device

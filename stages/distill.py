@@ -1,7 +1,7 @@
 """`dvc repro distill`: distil the teacher into a small student, beside a hard-label control."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.distill import distill
 from compress.training import resolve_device

@@ -1,7 +1,7 @@
 """`dvc repro evaluate`: every candidate in ONNX Runtime, Pareto fronts, the gate, the shipped model."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.evaluate import evaluate
 

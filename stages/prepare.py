@@ -1,7 +1,7 @@
 """`dvc repro prepare`: stratified splits of the source data, checked by Great Expectations."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.prepare import prepare
 

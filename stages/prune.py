@@ -1,7 +1,7 @@
 """`dvc repro prune`: iterative structured pruning of the student with KD fine-tuning."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.prune import prune
 from compress.training import resolve_device

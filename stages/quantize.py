@@ -1,7 +1,7 @@
 """`dvc repro quantize`: INT8 PTQ + QAT of the pruned student, exported as a real INT8 ONNX."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.quantize import quantize
 from compress.training import resolve_device

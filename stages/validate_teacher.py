@@ -1,7 +1,7 @@
 """`dvc repro validate_teacher`: the quality gate a teacher must pass before distillation."""
 
 from compress.artifacts import Artifacts
-from compress.params import load_params
+from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.validate_teacher import validate_teacher
 

@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"compress.errors"},
     {"compress.atomic", "compress.artifacts"},
     {"compress.params", "compress.contract", "compress.uncertainty"},
+    {"compress.params_file"},
     {
         "compress.data",
         "compress.sources",
@@ -41,7 +42,7 @@ LAYERS: list[set[str]] = [
         "compress.runtimes",
     },
     {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
-    {"compress.distillation", "compress.quantization"},
+    {"compress.distillation", "compress.quantization", "compress.students"},
     {
         "compress.steps.prepare",
         "compress.steps.baseline",

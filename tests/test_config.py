@@ -17,8 +17,8 @@ from compress.params import (
     Importance,
     Params,
     TemperatureSchedule,
-    load_params,
 )
+from compress.params_file import load_params
 from compress.pruning import IMPORTANCES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_choices_equal_the_registries_that_implement_them() -> None:
 
 def test_checking_params_imports_no_heavy_library() -> None:
     code = (
-        "import compress.params, sys; print(sorted(m for m in "
+        "import compress.params_file, sys; print(sorted(m for m in "
         "('torch','torchvision','torch_pruning','prefect','nncf') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -12,7 +12,8 @@ import yaml
 from compress.artifacts import Artifacts
 from compress.checkpoints import load_model
 from compress.errors import PipelineError
-from compress.params import AugmentParams, DistillParams, load_params
+from compress.params import AugmentParams, DistillParams
+from compress.params_file import load_params
 from compress.steps.distill import distill
 
 NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)

@@ -4,6 +4,7 @@ accuracy, size, latency by batch size in torch and ONNX Runtime, throughput and 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from torch import nn
@@ -46,17 +47,16 @@ def baseline(
     device: str = "cpu",
 ) -> dict:
     info = load_info(artifacts.prepared_dir)
-    checkpoint = (
-        artifacts.tracked_input(
-            params.checkpoint, "teacher.checkpoint", artifacts.teacher_input_dir
-        )
-        if params.checkpoint
-        else None
-    )
-    user_weights = read_checkpoint(checkpoint) if checkpoint else None  # fail before any work
+    checkpoint, user_weights = user_teacher(params, artifacts)  # fail before any work
     seed_everything(params.seed)
     model = build_model(
-        params.arch, info.num_classes, info.channels, info.image_size, param="teacher.arch"
+        params.arch,
+        info.num_classes,
+        info.channels,
+        info.image_size,
+        "teacher.arch",
+        params.kwargs,
+        params.adapt_stem,
     )
     train_loader = make_loader(
         training_dataset(
@@ -89,7 +89,15 @@ def baseline(
         history, train_seconds = result.history, result.seconds
 
     logits, labels = predict(model, test_loader)
-    save_checkpoint(artifacts.teacher_pt, model, params.arch, info.input_shape, info.num_classes)
+    save_checkpoint(
+        artifacts.teacher_pt,
+        model,
+        params.arch,
+        info.input_shape,
+        info.num_classes,
+        arch_kwargs=params.kwargs,
+        adapt_stem=params.adapt_stem,
+    )
     export_onnx(model, info.input_shape, artifacts.teacher_onnx, info.contract())
     metrics = {
         "arch": params.arch,
@@ -108,6 +116,16 @@ def baseline(
         metrics["size_bytes"]["onnx_fp32"],
     )
     return metrics
+
+
+def user_teacher(params: TeacherParams, artifacts: Artifacts) -> tuple[Path | None, dict | None]:
+    """The team's trained teacher (`teacher.checkpoint`, a tracked input), loaded safely."""
+    if not params.checkpoint:
+        return None, None
+    path = artifacts.tracked_input(
+        params.checkpoint, "teacher.checkpoint", artifacts.teacher_input_dir
+    )
+    return path, read_checkpoint(path)
 
 
 def teacher_costs(

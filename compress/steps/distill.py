@@ -14,14 +14,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from compress import atomic
 from compress.artifacts import Artifacts
-from compress.checkpoints import load_model, save_checkpoint
+from compress.checkpoints import architecture, load_model, save_checkpoint
 from compress.data import DatasetInfo, eval_loader, load_info, make_loader, training_dataset
 from compress.distillation import distill_finetune, load_teacher
 from compress.errors import PipelineError
-from compress.models import build_model, count_macs_params
+from compress.models import count_macs_params
 from compress.onnx_export import export_onnx
 from compress.params import AugmentParams, DistillParams
 from compress.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
+from compress.students import TEACHER_STUDENT, build_student
 from compress.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,7 @@ def distill(
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts.teacher_pt)
     seed_everything(params.seed)
-    student = build_model(
-        params.student, info.num_classes, info.channels, info.image_size, "distill.student"
-    )
+    student, record = build_student(params, info, artifacts)
     ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
@@ -50,13 +49,12 @@ def distill(
         ratios["params_ratio"],
     )
     result = train_distilled(student, teacher, params, info, train_set, val_loader, device)
-    save_checkpoint(
-        artifacts.student_pt, student, params.student, info.input_shape, info.num_classes
-    )
+    save_student(artifacts.student_pt, student, record, info)
     export_onnx(student, info.input_shape, artifacts.student_onnx, info.contract())
     student_logits, _ = predict(student, test_loader)
     metrics = {
         "student_arch": params.student,
+        "student_start": start_of(params),
         "teacher": classification_metrics(teacher_logits, labels, info.classes)
         | dict(zip(("macs", "params"), count_macs_params(teacher, info.input_shape), strict=True))
         | {"size_bytes": {"checkpoint": artifacts.teacher_pt.stat().st_size}},
@@ -154,6 +152,19 @@ def compression_summary(metrics: dict, artifacts: Artifacts) -> dict:
     }
 
 
+def save_student(path: Path, model: nn.Module, record: dict, info: DatasetInfo) -> None:
+    """With what rebuilds it: reference, arguments, stem, and a cut student's pruning."""
+    arch = record["arch"]
+    save_checkpoint(path, model, arch, info.input_shape, info.num_classes, **architecture(record))
+
+
+def start_of(params: DistillParams) -> str:
+    """How the student started: for the metrics and the comparison of recipes."""
+    if params.student == TEACHER_STUDENT:
+        return f"cut from the teacher ({params.init_ratio:.0%} of MACs removed)"
+    return f"warm from {params.student_checkpoint}" if params.student_checkpoint else "scratch"
+
+
 def check_student_is_smaller(
     arch: str, student: nn.Module, teacher: nn.Module, input_shape: tuple[int, int, int]
 ) -> dict[str, float]:
@@ -163,7 +174,8 @@ def check_student_is_smaller(
         raise PipelineError(
             f"distill.student='{arch}' ({student_params:,} params, {student_macs:,} MACs) is not smaller "
             f"than the teacher ({teacher_params:,} params, {teacher_macs:,} MACs); choose a smaller "
-            "torchvision architecture, e.g. mobilenet_v3_small or mnasnet0_5."
+            "architecture (e.g. mobilenet_v3_small, timm:mobilenetv3_small_100) or "
+            "distill.student: teacher with distill.init_ratio."
         )
     return {
         "params_ratio": teacher_params / student_params,
@@ -202,11 +214,10 @@ def train_control(
     artifacts: Artifacts,
     device: str,
 ) -> list[dict]:
-    """The same student, epochs, seed and data on hard labels only."""
+    """The same student, starting weights, epochs, seed and data on hard labels only."""
     seed_everything(params.seed)
-    arch = params.student
-    control = build_model(arch, info.num_classes, info.channels, info.image_size, "distill.student")
-    log.info("Training the control '%s' on hard labels", arch)
+    control, record = build_student(params, info, artifacts)
+    log.info("Training the control '%s' on hard labels", params.student)
     result = fit(
         control,
         cross_entropy_objective,
@@ -221,9 +232,7 @@ def train_control(
     )
 
     def build(folder: Path) -> None:
-        save_checkpoint(
-            folder / artifacts.control_pt.name, control, arch, info.input_shape, info.num_classes
-        )
+        save_student(folder / artifacts.control_pt.name, control, record, info)
         export_onnx(
             control, info.input_shape, folder / artifacts.control_onnx.name, info.contract()
         )

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from compress import atomic
 from compress.artifacts import Artifacts
 from compress.benchmark import compare_onnx_latency
-from compress.checkpoints import load_model, save_checkpoint
+from compress.checkpoints import architecture, load_model, save_checkpoint
 from compress.data import (
     DatasetInfo,
     eval_loader,
@@ -44,6 +44,7 @@ def prune(
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts.teacher_pt)
     student, payload = load_model(artifacts.student_pt)
+    history = payload.get("pruning_history", [])  # a student cut from the teacher has one
     seed_everything(params.seed)
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
@@ -72,7 +73,7 @@ def prune(
         payload["arch"],
         info.input_shape,
         info.num_classes,
-        pruning_history=pruner.history(),
+        **architecture(payload) | {"pruning_history": history + pruner.history()},
     )
     export_onnx(student, info.input_shape, artifacts.pruned_onnx, info.contract())
     summary = cost_summary(teacher, rows, info, bench, artifacts)

@@ -1,0 +1,103 @@
+"""Where the student starts, compared on the workspace's prepared data and teacher with the same
+distillation epochs: from scratch, warm from a weights file, and cut from the teacher. Prints
+test accuracy, MACs, parameters and distill wall time of each, measured one after the other in
+this process (run `dvc repro baseline` first).
+
+The warm-start file stands for the weights a team already has for the student architecture:
+without a download, the script makes one by training that architecture on another task (the
+parity of the digit, on 3-channel copies of the images), so the warm start really has to
+re-initialise the head (2 -> 10 classes) and adapt the first convolution (RGB -> gray).
+
+    python benchmarks/student_starts.py [--epochs 10] [--init-ratio 0.9] [--warm FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from compress.artifacts import Artifacts
+from compress.data import load_info, load_split, make_loader, normalize
+from compress.models import build_model
+from compress.params import AugmentParams, DistillParams
+from compress.steps.distill import distill
+from compress.training import cross_entropy_objective, fit, seed_everything
+
+
+def parity_weights(student: str, epochs: int, prepared: Path, out: Path) -> Path:
+    """`student` trained on another task: even/odd digits, as RGB."""
+    info = load_info(prepared)
+
+    def split(name: str) -> TensorDataset:
+        images, labels = load_split(name, prepared)
+        return TensorDataset(normalize(images, info).repeat(1, 3, 1, 1), labels % 2)
+
+    seed_everything(0)
+    model = build_model(student, 2, 3, info.image_size)
+    train, val = make_loader(split("train"), 64, True), make_loader(split("val"), 256, False)
+    fit(model, cross_entropy_objective, train, val, epochs, 0.02, 5e-4, "parity", warmup_epochs=1)
+    torch.save(model.state_dict(), out)
+    return out
+
+
+def run(params: DistillParams, source: Artifacts, workdir: Path) -> dict:
+    """One distill step in a fresh folder holding copies of the prepared data and teacher."""
+    artifacts = Artifacts(workdir)
+    shutil.copytree(source.prepared_dir, artifacts.prepared_dir)
+    shutil.copy(source.teacher_pt, artifacts.teacher_pt)
+    started = time.perf_counter()
+    metrics = distill(params, AugmentParams(), artifacts)
+    return metrics["distilled"] | {"wall_seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=10, help="distillation epochs of each")
+    parser.add_argument("--student", default="mobilenet_v2", help="scratch and warm student")
+    parser.add_argument("--init-ratio", type=float, default=0.9, help="MACs cut from the teacher")
+    parser.add_argument("--warm", type=Path, help="weights file (default: made on digit parity)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    source = Artifacts.here()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "models/input").mkdir(parents=True)
+        warm = args.warm or parity_weights(
+            args.student, 3, source.prepared_dir, root / "models/input/warm.pt"
+        )
+        if args.warm:
+            shutil.copy(args.warm, root / "models/input/warm.pt")
+        base = DistillParams(student=args.student, epochs=args.epochs, control=False)
+        starts = {
+            "scratch": base,
+            f"warm ({warm.name})": base.model_copy(
+                update={"student_checkpoint": "models/input/warm.pt"}
+            ),
+            f"cut from teacher ({args.init_ratio:.0%})": base.model_copy(
+                update={"student": "teacher", "init_ratio": args.init_ratio}
+            ),
+        }
+        print("| student start | test accuracy | MACs | params | distill wall s |")
+        print("|---|---|---|---|---|")
+        for index, (label, params) in enumerate(starts.items()):
+            workdir = root / f"run{index}"
+            shutil.copytree(root / "models", workdir / "models")
+            figures = run(params, source, workdir)
+            print(
+                f"| {label} | {figures['accuracy']:.4f} | {figures['macs']:,} | "
+                f"{figures['params']:,} | {figures['wall_seconds']:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

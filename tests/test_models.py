@@ -1,0 +1,133 @@
+"""Model references (torchvision, timm, a team's own factory), their checkpoints, warm starts
+and the student cut from the teacher, on real models and real Torch-Pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from compress.artifacts import Artifacts
+from compress.checkpoints import architecture, load_model, load_warm_start, save_checkpoint
+from compress.data import DatasetInfo
+from compress.errors import PipelineError
+from compress.models import build_model, count_macs_params, split_reference
+from compress.params import DistillParams, TeacherParams
+from compress.students import build_student, cut_from_teacher
+
+INFO = DatasetInfo(
+    classes=[str(c) for c in range(10)], channels=1, image_size=8, mean=[0.3], std=[0.4]
+)
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("resnet18", ("torchvision", "resnet18")),
+        ("torchvision:resnet18", ("torchvision", "resnet18")),
+        ("timm:mobilenetv3_small_050", ("timm", "mobilenetv3_small_050")),
+        ("tests.factories:tiny_cnn", ("factory", "tests.factories:tiny_cnn")),
+    ],
+)
+def test_reference_kinds(reference: str, expected: tuple[str, str]) -> None:
+    assert split_reference(reference) == expected
+
+
+@pytest.mark.parametrize(
+    ("reference", "kwargs", "message"),
+    [
+        ("timm:mobilenetv3_smal_050", {}, "Did you mean timm:mobilenetv3_small_050"),
+        ("resnet81", {}, "Did you mean resnet18"),
+        (
+            "tests.nowhere:tiny_cnn",
+            {},
+            "distill.student='tests.nowhere:tiny_cnn' cannot be imported",
+        ),
+        ("tests.factories:huge_cnn", {}, "cannot be imported"),
+        ("tests.factories:not_a_model", {}, "returned a dict, not a torch nn.Module"),
+        ("tests.factories:tiny_cnn", {"depth": 3}, "arguments {'depth': 3}"),
+    ],
+)
+def test_bad_references_name_the_param_and_the_fix(reference, kwargs, message: str) -> None:
+    with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        build_model(reference, 10, 1, 8, "distill.student", kwargs)
+
+
+def test_params_reject_what_is_not_a_reference() -> None:
+    with pytest.raises(ValueError, match="teacher.arch 'my model.py' is not a model reference"):
+        TeacherParams(arch="my model.py")
+    with pytest.raises(ValueError, match="remove distill.student_checkpoint"):
+        DistillParams(student="teacher", student_checkpoint="models/input/s.pt")
+
+
+@pytest.mark.parametrize(
+    ("reference", "kwargs"),
+    [
+        ("timm:mobilenetv3_small_050", {"drop_rate": 0.1}),
+        ("tests.factories:tiny_cnn", {"width": 8}),
+    ],
+)
+def test_timm_and_factory_models_round_trip_through_checkpoints(
+    tmp_path: Path, reference: str, kwargs: dict
+) -> None:
+    model = build_model(reference, 10, 1, 8, kwargs=kwargs).eval()
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, reference, (1, 8, 8), 10, arch_kwargs=kwargs, adapt_stem="auto")
+    loaded, payload = load_model(path)  # weights_only=True inside
+    batch = torch.rand(4, 1, 8, 8)
+    assert payload["arch_kwargs"] == kwargs
+    assert torch.equal(loaded(batch), model(batch))
+
+
+def test_stem_adaptation_is_a_choice() -> None:
+    adapted = build_model("resnet18", 10, 1, 8)
+    kept = build_model("resnet18", 10, 1, 8, stem="never")
+    assert adapted.conv1.stride == (1, 1) and isinstance(adapted.maxpool, nn.Identity)
+    assert kept.conv1.stride == (2, 2) and kept.conv1.in_channels == 1  # channels still fit
+    assert isinstance(kept.maxpool, nn.MaxPool2d)
+
+
+def test_warm_start_reinitialises_the_head_and_sums_rgb_filters(tmp_path: Path) -> None:
+    """Weights made for 3-channel, 100-class inputs (as ImageNet-style weights are) start a
+    1-channel, 10-class student: head fresh, first conv's filters summed over RGB."""
+    source = build_model("tests.factories:tiny_cnn", 100, 3, 8)
+    weights = source.state_dict()
+    student = build_model("tests.factories:tiny_cnn", 10, 1, 8)
+    fresh_head = student[-1].weight.clone()
+    changes = load_warm_start(student, weights, tmp_path / "w.pt", "tiny", 10)
+    assert changes == [
+        "0.weight adapted: (16, 3, 3, 3) in the file",
+        "8.weight re-initialised: (100, 32) in the file",
+        "8.bias re-initialised: (100,) in the file",
+    ]
+    assert torch.equal(student[0].weight, weights["0.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(student[3].weight, weights["3.weight"])
+    assert torch.equal(student[-1].weight, fresh_head)
+    wider = build_model("tests.factories:tiny_cnn", 10, 1, 8, kwargs={"width": 8}).state_dict()
+    with pytest.raises(PipelineError, match=r"does not fit a 'tiny'.*1.weight \(8,\) vs \(16,\)"):
+        load_warm_start(student, wider, tmp_path / "w.pt", "tiny", 10)
+
+
+def test_student_cut_from_the_teacher_has_the_requested_macs(tmp_path: Path) -> None:
+    artifacts = Artifacts(tmp_path)
+    teacher = build_model("resnet18", 10, 1, 8)
+    save_checkpoint(artifacts.teacher_pt, teacher, "resnet18", (1, 8, 8), 10)
+    teacher_macs = count_macs_params(teacher, (1, 8, 8))[0]
+    student, record = build_student(
+        DistillParams(student="teacher", init_ratio=0.6), INFO, artifacts
+    )
+    macs = count_macs_params(student, (1, 8, 8))[0]
+    assert abs(macs / teacher_macs - 0.4) <= 0.05 * 0.4  # within 5 % of the requested MACs
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, student, record["arch"], (1, 8, 8), 10, **architecture(record))
+    reloaded, _ = load_model(path)
+    batch = torch.rand(3, 1, 8, 8)
+    assert torch.equal(reloaded(batch), student.eval()(batch))
+    again, _ = cut_from_teacher(artifacts.teacher_pt, INFO, 0.6)  # what the control starts from
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(again.state_dict().values(), student.state_dict().values(), strict=True)
+    )
