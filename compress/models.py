@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import importlib
 
-import timm
 import torch
 import torch_pruning as tp
 import torchvision
@@ -42,6 +41,8 @@ def _torchvision(name: str, num_classes: int, channels: int, kwargs: dict, param
 
 
 def _timm(name: str, num_classes: int, channels: int, kwargs: dict, param: str):
+    import timm  # here, not at the top: a second per stage process that uses no timm model
+
     if name not in timm.list_models():
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise PipelineError(
@@ -70,6 +71,12 @@ def _factory(target: str, num_classes: int, channels: int, kwargs: dict, param: 
         raise PipelineError(
             f"{param}='{target}' returned a {type(model).__name__}, not a torch nn.Module; the "
             "factory must build and return the model."
+        )
+    if isinstance(model, nn.Sequential):
+        raise PipelineError(
+            f"{param}='{target}' returned a bare nn.Sequential: NNCF's INT8 quantizer attaches "
+            "its hooks as a child module, which a Sequential would run as a layer. Return an "
+            "nn.Module subclass whose forward calls the Sequential."
         )
     return model
 

@@ -3,23 +3,38 @@ by the tests through `distill.student: tests.factories:tiny_cnn`."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
-def tiny_cnn(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
+class TinyCNN(nn.Module):
     """Two convolution blocks and a linear head: small, prunable, quantizable."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(2 * width),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(2 * width, num_classes),
-    )
+
+    def __init__(self, num_classes: int, in_channels: int, width: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def tiny_cnn(num_classes: int, in_channels: int, width: int = 16) -> nn.Module:
+    return TinyCNN(num_classes, in_channels, width)
 
 
 def not_a_model(num_classes: int, in_channels: int) -> dict:
     return {"num_classes": num_classes}
+
+
+def bare_sequential(num_classes: int, in_channels: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))

@@ -47,6 +47,7 @@ def test_reference_kinds(reference: str, expected: tuple[str, str]) -> None:
         ),
         ("tests.factories:huge_cnn", {}, "cannot be imported"),
         ("tests.factories:not_a_model", {}, "returned a dict, not a torch nn.Module"),
+        ("tests.factories:bare_sequential", {}, "returned a bare nn.Sequential"),
         ("tests.factories:tiny_cnn", {"depth": 3}, "arguments {'depth': 3}"),
     ],
 )
@@ -96,18 +97,21 @@ def test_warm_start_reinitialises_the_head_and_sums_rgb_filters(tmp_path: Path) 
     source = build_model("tests.factories:tiny_cnn", 100, 3, 8)
     weights = source.state_dict()
     student = build_model("tests.factories:tiny_cnn", 10, 1, 8)
-    fresh_head = student[-1].weight.clone()
+    fresh_head = student.head.weight.clone()
     changes = load_warm_start(student, weights, tmp_path / "w.pt", "tiny", 10)
     assert changes == [
-        "0.weight adapted: (16, 3, 3, 3) in the file",
-        "8.weight re-initialised: (100, 32) in the file",
-        "8.bias re-initialised: (100,) in the file",
+        "features.0.weight adapted: (16, 3, 3, 3) in the file",
+        "head.weight re-initialised: (100, 32) in the file",
+        "head.bias re-initialised: (100,) in the file",
     ]
-    assert torch.equal(student[0].weight, weights["0.weight"].sum(dim=1, keepdim=True))
-    assert torch.equal(student[3].weight, weights["3.weight"])
-    assert torch.equal(student[-1].weight, fresh_head)
+    first = weights["features.0.weight"].sum(dim=1, keepdim=True)
+    assert torch.equal(student.features[0].weight, first)
+    assert torch.equal(student.features[3].weight, weights["features.3.weight"])
+    assert torch.equal(student.head.weight, fresh_head)
     wider = build_model("tests.factories:tiny_cnn", 10, 1, 8, kwargs={"width": 8}).state_dict()
-    with pytest.raises(PipelineError, match=r"does not fit a 'tiny'.*1.weight \(8,\) vs \(16,\)"):
+    with pytest.raises(
+        PipelineError, match=r"does not fit a 'tiny'.*features.1.weight \(8,\) vs \(16,\)"
+    ):
         load_warm_start(student, wider, tmp_path / "w.pt", "tiny", 10)
 
 

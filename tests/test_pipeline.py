@@ -72,7 +72,7 @@ def _tiny(params: dict) -> None:
     params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
     params["teacher"]["epochs"] = 1
     params["distill"]["epochs"] = 1
-    params["prune"] |= {"finetune_epochs": 1, "rounds": 2}
+    params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
     params["quantize"]["qat"]["epochs"] = 1
     params["evaluate"] |= {"timed_runs": 5, "warmup_runs": 1, "repeats": 1}
     params["evaluate"]["gate"] = {

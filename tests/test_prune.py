@@ -25,8 +25,8 @@ from compress.params import (
     BenchmarkParams,
     DistillParams,
     PruneParams,
-    load_params,
 )
+from compress.params_file import load_params
 from compress.pruning import MacsPruner, classifier_layer
 from compress.steps.distill import distill
 from compress.steps.prune import prune

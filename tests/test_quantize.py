@@ -30,8 +30,8 @@ from compress.params import (
     QATParams,
     QuantizeParams,
     SparsityParams,
-    load_params,
 )
+from compress.params_file import load_params
 from compress.quantization import (
     export_int8,
     load_qat_checkpoint,

@@ -31,7 +31,6 @@ pytestmark = pytest.mark.slow
 def _cheap(params: dict) -> None:
     """Fewer measurements than the pipeline tests: the cycle's bookkeeping is under test."""
     params["distill"]["control"] = False
-    params["prune"]["rounds"] = 1
     params["benchmark"]["batch_sizes"] = [1]
     params["evaluate"] |= {"batch_sizes": [1], "runtimes": ["onnxruntime"]}
 
