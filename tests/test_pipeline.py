@@ -201,6 +201,7 @@ def _outs(repo: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a second whole pipeline, about 5.5 min on 2 cores
 def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path: Path) -> None:
     """Kill every training stage right after its first epoch; no out of a killed run is taken
     as valid, `dvc repro` completes, every model is bit-identical to the clean run's, and
