@@ -52,9 +52,8 @@ def build_student(
         path = artifacts.tracked_input(
             params.student_checkpoint, "distill.student_checkpoint", artifacts.teacher_input_dir
         )
-        changes = load_warm_start(
-            model, read_checkpoint(path)["state_dict"], path, info.num_classes
-        )
+        weights = read_checkpoint(path)["state_dict"]
+        changes = load_warm_start(model, weights, path, params.student, info.num_classes)
         log.info("Warm start from %s%s", path, "".join(f"; {c}" for c in changes))
     return model, record
 

@@ -135,3 +135,24 @@ def test_student_cut_from_the_teacher_has_the_requested_macs(tmp_path: Path) -> 
         torch.equal(a, b)
         for a, b in zip(again.state_dict().values(), student.state_dict().values(), strict=True)
     )
+
+
+def test_warm_student_from_a_tracked_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """distill.student_checkpoint: weights for 3 channels and 2 classes start a 10-class gray
+    student; a file outside models/input/ is refused."""
+    artifacts = Artifacts(tmp_path)
+    artifacts.teacher_input_dir.mkdir(parents=True)
+    source = build_model("tests.factories:tiny_cnn", 2, 3, 8)
+    torch.save(source.state_dict(), artifacts.teacher_input_dir / "warm.pt")
+    params = DistillParams(
+        student="tests.factories:tiny_cnn", student_checkpoint="models/input/warm.pt"
+    )
+    with caplog.at_level("INFO"):
+        student, record = build_student(params, INFO, artifacts)
+    assert "head.weight re-initialised: (2, 32) in the file" in caplog.text
+    first = source.state_dict()["features.0.weight"].sum(dim=1, keepdim=True)
+    assert torch.equal(student.features[0].weight, first)
+    assert record["arch"] == "tests.factories:tiny_cnn"
+    outside = params.model_copy(update={"student_checkpoint": "warm.pt"})
+    with pytest.raises(PipelineError, match="distill.student_checkpoint 'warm.pt' is outside"):
+        build_student(outside, INFO, artifacts)
