@@ -122,9 +122,14 @@ def rebuild_architecture(payload: dict[str, Any], path: str | Path) -> nn.Module
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by save_checkpoint, in eval mode, with its payload."""
     payload = read_checkpoint(path)
+    return model_from_payload(payload, path), payload
+
+
+def model_from_payload(payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """The checkpoint's model with its weights, in eval mode."""
     model = rebuild_architecture(payload, path)
     load_weights(model, payload["state_dict"], path, payload["arch"])
-    return model.eval(), payload
+    return model.eval()
 
 
 def load_warm_start(

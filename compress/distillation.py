@@ -4,21 +4,45 @@ QAT call, so the three train with one loss and one loop."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress.checkpoints import load_model
+from compress.artifacts import Artifacts
+from compress.checkpoints import model_from_payload, read_checkpoint
+from compress.errors import PipelineError
 from compress.losses import DistillationObjective
-from compress.params import DistillParams
+from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher
+from compress.params import TEACHER_STUDENT, DistillParams
 from compress.training import FitResult, fit
 
 
-def load_teacher(path: Path) -> nn.Module:
-    """The baseline stage's teacher, frozen: eval mode, no gradients."""
-    teacher, _ = load_model(path)
-    return teacher.eval().requires_grad_(False)
+def load_teacher(artifacts: Artifacts, params: DistillParams) -> nn.Module:
+    """The baseline stage's teacher, frozen: eval mode, no gradients. An ONNX teacher's
+    `teacher.pt` is a reference to `teacher.onnx`, whose logits ONNX Runtime computes."""
+    payload = read_checkpoint(artifacts.teacher_pt)
+    if payload["arch"] != ONNX_TEACHER:
+        return model_from_payload(payload, artifacts.teacher_pt).requires_grad_(False)
+    refuse_torch_only_options(params)
+    input_shape = tuple(int(size) for size in payload["input_shape"])
+    return OnnxTeacher(artifacts.teacher_onnx, "teacher.onnx", input_shape, payload["num_classes"])
+
+
+def refuse_torch_only_options(params: DistillParams) -> None:
+    """What needs the teacher's torch modules, refused before any training."""
+    if params.feature.weight > 0:
+        raise PipelineError(
+            f"distill.feature.weight is {params.feature.weight}, but feature distillation reads "
+            "the teacher's inner layer (distill.feature.teacher_layer), which an ONNX teacher "
+            "(teacher.onnx) does not expose: set distill.feature.weight: 0, or give the teacher "
+            "as a torch model (teacher.arch + teacher.checkpoint, teacher.onnx: null)."
+        )
+    if params.student == TEACHER_STUDENT:
+        raise PipelineError(
+            "distill.student: teacher cuts the student out of the teacher's torch modules, which "
+            "an ONNX teacher (teacher.onnx) does not have: name an architecture in "
+            "distill.student (e.g. mobilenet_v2 or timm:<name>), or give the teacher as a torch "
+            "model (teacher.arch + teacher.checkpoint, teacher.onnx: null)."
+        )
 
 
 def make_distillation_objective(

@@ -59,6 +59,7 @@ class DataParams(Section):
 
 
 StemAdaptation = Literal["auto", "never"]
+TEACHER_STUDENT = "teacher"  # distill.student: the teacher itself, cut by Torch-Pruning
 # `resnet18` / `torchvision:resnet18`, `timm:<name>`, or `package.module:factory`
 MODEL_REFERENCE = re.compile(r"^((torchvision|timm):)?[\w.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -78,6 +79,7 @@ class TeacherParams(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     adapt_stem: StemAdaptation = "auto"
     checkpoint: str | None = None
+    onnx: str | None = None  # a trained teacher as an ONNX file: measured as it is, never trained
     epochs: int = Field(15, ge=0, le=1000)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
@@ -88,6 +90,15 @@ class TeacherParams(Section):
     @classmethod
     def _reference(cls, value: str) -> str:
         return _model_reference(value, "teacher.arch")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherParams:
+        if self.onnx and self.checkpoint:
+            raise ValueError(
+                "teacher.onnx and teacher.checkpoint both name a trained teacher; keep one "
+                "(teacher.onnx: an ONNX file, teacher.checkpoint: a state dict for teacher.arch)"
+            )
+        return self
 
 
 class GateParams(Section):
@@ -132,11 +143,11 @@ class DistillParams(Section):
     @field_validator("student")
     @classmethod
     def _reference(cls, value: str) -> str:
-        return value if value == "teacher" else _model_reference(value, "distill.student")
+        return value if value == TEACHER_STUDENT else _model_reference(value, "distill.student")
 
     @model_validator(mode="after")
     def _one_initialisation(self) -> DistillParams:
-        if self.student == "teacher" and self.student_checkpoint:
+        if self.student == TEACHER_STUDENT and self.student_checkpoint:
             raise ValueError(
                 "distill.student: teacher starts from the teacher's own cut weights; remove "
                 "distill.student_checkpoint or name an architecture in distill.student"

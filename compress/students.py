@@ -15,12 +15,11 @@ from compress.artifacts import Artifacts
 from compress.checkpoints import architecture, load_model, load_warm_start, read_checkpoint
 from compress.data import DatasetInfo
 from compress.models import build_model
-from compress.params import DistillParams
+from compress.params import TEACHER_STUDENT, DistillParams
 from compress.pruning import MacsPruner
 
 log = logging.getLogger(__name__)
 
-TEACHER_STUDENT = "teacher"
 # The cut keeps every layer at least this wide and channel counts SIMD-friendly, as `prune` does.
 CUT_MAX_LAYER_RATIO = 0.9
 CUT_ROUND_TO = 8

@@ -156,7 +156,7 @@ def fit(
 def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels over a whole loader, in eval mode, on the model's device."""
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # an ONNX teacher has none: CPU
     logits, labels = [], []
     for images, batch_labels in loader:
         logits.append(model(images.to(device)).cpu())

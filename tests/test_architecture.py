@@ -40,6 +40,7 @@ LAYERS: list[set[str]] = [
         "compress.pruning",
         "compress.training",
         "compress.runtimes",
+        "compress.onnx_teacher",
     },
     {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
     {"compress.distillation", "compress.quantization", "compress.students"},

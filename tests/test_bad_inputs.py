@@ -23,8 +23,10 @@ from PIL import Image
 from compress.artifacts import Artifacts
 from compress.errors import TRANSIENT_EXIT_CODE
 from compress.models import build_model
+from compress.onnx_export import export_onnx
 from compress.runner import run_stage
 from tests.conftest import REPO_ROOT
+from tests.factories import tiny_cnn
 
 
 def _params(folder: Path, edit: Callable[[dict], None]) -> None:
@@ -85,6 +87,39 @@ def _extra_keys(path: Path) -> None:
 
 def _pickled_module(path: Path) -> None:
     torch.save(torch.nn.Linear(2, 2), path)
+
+
+def _onnx_teacher(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Write a user ONNX teacher with `make` and point teacher.onnx at it."""
+
+    def apply(folder: Path) -> None:
+        (folder / "models/input").mkdir(parents=True, exist_ok=True)
+        make(folder / "models/input/user_teacher.onnx")
+        _set("teacher", onnx="models/input/user_teacher.onnx")(folder)
+
+    return apply
+
+
+def _other_classes(path: Path) -> None:
+    export_onnx(tiny_cnn(5, 1), (1, 8, 8), path)
+
+
+def _other_channels(path: Path) -> None:
+    export_onnx(tiny_cnn(10, 3), (3, 8, 8), path)
+
+
+def _fixed_batch(path: Path) -> None:
+    torch.onnx.export(tiny_cnn(10, 1).eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False)
+
+
+def _onnx_teacher_reference(folder: Path) -> None:
+    """models/teacher.pt as baseline writes it for an ONNX teacher."""
+    reference = {"arch": "onnx", "num_classes": 10, "input_shape": [1, 8, 8], "state_dict": {}}
+    torch.save(reference, folder / "models/teacher.pt")
+
+
+def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    return lambda folder: [setup(folder) for setup in setups]
 
 
 def _corrupt(relative: str, content: bytes = b"corrupt") -> Callable[[Path], None]:
@@ -239,6 +274,55 @@ CASES = [
         _teacher_checkpoint(_pickled_module),
         1,
         ["user_teacher.pt", "pickled modules"],
+    ),
+    (
+        "onnx_and_checkpoint",
+        "prepare",
+        _set("teacher", onnx="models/input/t.onnx", checkpoint="models/input/t.pt"),
+        1,
+        ["teacher.onnx and teacher.checkpoint", "keep one"],
+    ),
+    (
+        "onnx_other_classes",
+        "baseline",
+        _onnx_teacher(_other_classes),
+        1,
+        ["teacher.onnx", "user_teacher.onnx", "(2, 5)", "10 classes"],
+    ),
+    (
+        "onnx_other_channels",
+        "baseline",
+        _onnx_teacher(_other_channels),
+        1,
+        ["teacher.onnx", "expects channels 3", "data.channels"],
+    ),
+    (
+        "onnx_fixed_batch",
+        "baseline",
+        _onnx_teacher(_fixed_batch),
+        1,
+        ["teacher.onnx", "fixed batch size of 1", "dynamic_axes"],
+    ),
+    (
+        "onnx_garbage",
+        "baseline",
+        _onnx_teacher(_garbage),
+        1,
+        ["teacher.onnx", "cannot be loaded by ONNX Runtime"],
+    ),
+    (
+        "onnx_feature_kd",
+        "distill",
+        _both(_onnx_teacher_reference, _set("distill", feature__weight=0.5)),
+        1,
+        ["distill.feature.weight is 0.5", "ONNX teacher (teacher.onnx)", "weight: 0"],
+    ),
+    (
+        "onnx_cut_student",
+        "distill",
+        _both(_onnx_teacher_reference, _set("distill", student="teacher")),
+        1,
+        ["distill.student: teacher", "ONNX teacher", "name an architecture"],
     ),
     ("corrupt_teacher", "distill", _corrupt("models/teacher.pt"), 1, ["models/teacher.pt"]),
     (

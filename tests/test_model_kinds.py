@@ -1,6 +1,6 @@
 """Students of each reference kind through distill -> prune -> quantize -> evaluate on real
 digits with tiny schedules: a timm model and a factory from a team's own code (here
-tests/factories.py), as `distill.student` names them."""
+tests/factories.py), as `distill.student` names them; and a teacher given as an ONNX file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import shutil
 
 import onnx
 import pytest
+import torch
 
-from compress.artifacts import Artifacts
+from compress.artifacts import REFERENCE_CANDIDATE, Artifacts
 from compress.checkpoints import load_model, read_checkpoint
+from compress.contract import read_contract
+from compress.data import load_info, make_loader, training_dataset
 from compress.models import count_macs_params
+from compress.onnx_teacher import OnnxTeacher
 from compress.params import (
     AcceptanceGate,
     AugmentParams,
@@ -22,7 +26,9 @@ from compress.params import (
     PruneParams,
     QATParams,
     QuantizeParams,
+    TeacherParams,
 )
+from compress.steps.baseline import baseline
 from compress.steps.distill import distill
 from compress.steps.evaluate import evaluate
 from compress.steps.prune import prune
@@ -60,7 +66,70 @@ def test_student_kind_runs_the_whole_chain(
     distill(params, AUGMENT, artifacts)
     payload = read_checkpoint(artifacts.student_pt)
     assert (payload["arch"], payload["arch_kwargs"]) == (student, kwargs)
+    prune_quantize_evaluate(artifacts, params)
 
+
+def test_onnx_teacher_is_measured_as_it_is_and_runs_the_whole_chain(
+    baseline_artifacts: Artifacts, tmp_path
+) -> None:
+    """A teacher known only as an ONNX file (here exported from the trained torch teacher):
+    baseline measures it without training, the student learns from its ONNX Runtime logits,
+    evaluate compares against it."""
+    artifacts = Artifacts(tmp_path)
+    shutil.copytree(baseline_artifacts.root / "data", tmp_path / "data")
+    (tmp_path / "models/input").mkdir(parents=True)
+    shutil.copy(baseline_artifacts.teacher_onnx, tmp_path / "models/input/team_teacher.onnx")
+    shutil.copy(REPO_ROOT / "params.yaml", artifacts.params_file)
+    torch_measured = json.loads(baseline_artifacts.baseline_metrics.read_text())
+
+    measured = baseline(
+        TeacherParams(onnx="models/input/team_teacher.onnx", epochs=5), AUGMENT, BENCH, artifacts
+    )
+    assert (measured["arch"], measured["train_seconds"]) == ("onnx", 0.0)
+    assert measured["accuracy"] == torch_measured["onnx_accuracy"]
+    assert measured["macs"] == pytest.approx(torch_measured["macs"], rel=0.02)
+    assert set(measured["latency"]) == {"threads", "onnxruntime", "end_to_end_batch_1"}
+    assert read_checkpoint(artifacts.teacher_pt)["arch"] == "onnx"  # weights_only load
+    assert (
+        read_contract(artifacts.teacher_onnx).classes
+        == read_contract(baseline_artifacts.teacher_onnx).classes
+    )
+
+    params = DistillParams(
+        student="tests.factories:tiny_cnn", epochs=2, lr_warmup_epochs=0, control=False
+    )
+    distilled = distill(params, AUGMENT, artifacts)["distilled"]
+    from_torch = Artifacts(tmp_path / "torch_teacher")  # the same student from the torch teacher
+    shutil.copytree(baseline_artifacts.root / "data", from_torch.root / "data")
+    shutil.copytree(baseline_artifacts.root / "models", from_torch.root / "models")
+    reference = distill(params, AUGMENT, from_torch)
+    assert reference["teacher"]["accuracy"] == measured["accuracy"]
+    assert distilled["accuracy"] == pytest.approx(reference["distilled"]["accuracy"], abs=0.01)
+    assert distilled["teacher_agreement"] == pytest.approx(
+        reference["distilled"]["teacher_agreement"], abs=0.01
+    )
+    evaluated = prune_quantize_evaluate(artifacts, params)
+    assert evaluated[REFERENCE_CANDIDATE]["accuracy"] == measured["accuracy"]
+
+
+def test_onnx_teacher_logits_are_the_torch_teachers(baseline_artifacts: Artifacts) -> None:
+    """On an augmented training batch, as distillation feeds it, and counted alike."""
+    torch_teacher, payload = load_model(baseline_artifacts.teacher_pt)
+    shape = tuple(payload["input_shape"])
+    onnx_teacher = OnnxTeacher(baseline_artifacts.teacher_onnx, "teacher.onnx", shape, 10)
+    info = load_info(baseline_artifacts.prepared_dir)
+    loader = make_loader(
+        training_dataset(info, 1, False, baseline_artifacts.prepared_dir), 64, True, 0
+    )
+    images, _ = next(iter(loader))
+    with torch.no_grad():
+        expected = torch_teacher(images)
+    assert torch.allclose(onnx_teacher(images), expected, atol=1e-4)
+    assert onnx_teacher.macs == pytest.approx(count_macs_params(torch_teacher, shape)[0], rel=0.02)
+
+
+def prune_quantize_evaluate(artifacts: Artifacts, params: DistillParams) -> dict:
+    """The rest of the chain after distill, with tiny schedules; evaluate's candidates."""
     prune(
         PruneParams(rounds=1, finetune_epochs=1, target_ratio=0.4),
         params,
@@ -83,3 +152,4 @@ def test_student_kind_runs_the_whole_chain(
     measured = json.loads(artifacts.evaluate_metrics.read_text())["candidates"]
     assert {"distilled", "pruned", "quantized"} <= set(measured)
     assert artifacts.shipped_onnx.is_file()
+    return measured

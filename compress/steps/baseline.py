@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnx
+import torch
 from torch import nn
 
 from compress import atomic
@@ -20,6 +22,7 @@ from compress.benchmark import (
     torch_latency,
 )
 from compress.checkpoints import load_weights, read_checkpoint, save_checkpoint
+from compress.contract import with_contract
 from compress.data import (
     DatasetInfo,
     eval_loader,
@@ -31,6 +34,7 @@ from compress.data import (
 )
 from compress.models import build_model, count_macs_params, state_dict_bytes
 from compress.onnx_export import export_onnx
+from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
 from compress.params import AugmentParams, BenchmarkParams, TeacherParams
 from compress.quality import classification_metrics
 from compress.runtimes import onnxruntime_runner, run_logits
@@ -47,6 +51,8 @@ def baseline(
     device: str = "cpu",
 ) -> dict:
     info = load_info(artifacts.prepared_dir)
+    if params.onnx:
+        return measure_onnx_teacher(params.onnx, info, bench, artifacts)
     checkpoint, user_weights = user_teacher(params, artifacts)  # fail before any work
     seed_everything(params.seed)
     model = build_model(
@@ -106,6 +112,40 @@ def baseline(
         **teacher_costs(model, logits, labels, info, bench, artifacts),
         "train_seconds": round(train_seconds, 2),
     }
+    return write_metrics(metrics, history, artifacts)
+
+
+def measure_onnx_teacher(
+    reference: str, info: DatasetInfo, bench: BenchmarkParams, artifacts: Artifacts
+) -> dict:
+    """`teacher.onnx`: the team's trained teacher as it is, checked against the data before any
+    work, copied with the data's preprocessing contract, measured in ONNX Runtime; its
+    `teacher.pt` only says that the teacher is that file."""
+    source = artifacts.tracked_input(reference, "teacher.onnx", artifacts.teacher_input_dir)
+    teacher = OnnxTeacher(source, "teacher.onnx", info.input_shape, info.num_classes)
+    contracted = with_contract(onnx.load(str(source)), info.contract())
+    atomic.write_with(artifacts.teacher_onnx, lambda tmp: onnx.save(contracted, str(tmp)))
+    reference_payload = {
+        "arch": ONNX_TEACHER,
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "state_dict": {},
+        "onnx_file": reference,
+    }
+    atomic.write_with(artifacts.teacher_pt, lambda tmp: torch.save(reference_payload, tmp))
+    log.info("Teacher: the ONNX file %s, measured as it is (no training)", reference)
+    logits, labels = predict(teacher, eval_loader("test", info, artifacts.prepared_dir))
+    metrics = {
+        "arch": ONNX_TEACHER,
+        "source": f"onnx file {reference}",
+        **classification_metrics(logits, labels, info.classes),
+        **teacher_costs(None, logits, labels, info, bench, artifacts),
+        "train_seconds": 0.0,
+    }
+    return write_metrics(metrics, [], artifacts)
+
+
+def write_metrics(metrics: dict, history: list[dict], artifacts: Artifacts) -> dict:
     atomic.write_json(artifacts.baseline_metrics, metrics)
     atomic.write_csv(artifacts.baseline_plot, history)
     log.info(
@@ -129,24 +169,27 @@ def user_teacher(params: TeacherParams, artifacts: Artifacts) -> tuple[Path | No
 
 
 def teacher_costs(
-    model: nn.Module,
+    model: nn.Module | None,
     torch_logits: np.ndarray,
     labels: np.ndarray,
     info: DatasetInfo,
     bench: BenchmarkParams,
     artifacts: Artifacts,
 ) -> dict:
-    """The exported teacher's agreement with torch, its size, latency, throughput and memory."""
+    """The exported teacher's agreement with torch, its size, latency, throughput and memory;
+    an ONNX teacher (`model` None) has no torch figures, its MACs come from its graph."""
     runner = onnxruntime_runner(artifacts.teacher_onnx, bench.intra_op_threads)
     test_images, _ = load_split("test", artifacts.prepared_dir)
     onnx_logits = run_logits(runner, normalize(test_images, info).numpy())
-    macs, params = count_macs_params(model, info.input_shape)
+    macs, params = (
+        count_macs_params(model, info.input_shape)
+        if model is not None
+        else onnx_macs_params(artifacts.teacher_onnx, info.input_shape)
+    )
     timing = (bench.warmup_runs, bench.timed_runs)
+    runtimes = ("torch_eager", "onnxruntime") if model is not None else ("onnxruntime",)
     latency = {
         "threads": bench.intra_op_threads,
-        "torch_eager": torch_latency(
-            model, info.input_shape, bench.batch_sizes, *timing, bench.intra_op_threads
-        ),
         "onnxruntime": runner_latency(runner, info.input_shape, bench.batch_sizes, *timing),
         "end_to_end_batch_1": end_to_end_latency(
             runner,
@@ -155,6 +198,10 @@ def teacher_costs(
             *timing,
         ),
     }
+    if model is not None:
+        latency["torch_eager"] = torch_latency(
+            model, info.input_shape, bench.batch_sizes, *timing, bench.intra_op_threads
+        )
     largest = f"batch_{max(bench.batch_sizes)}"
     return {
         "onnx_accuracy": float(np.mean(onnx_logits.argmax(axis=1) == labels)),
@@ -162,7 +209,7 @@ def teacher_costs(
         "params": params,
         "macs": macs,
         "size_bytes": {
-            "state_dict_fp32": state_dict_bytes(model),
+            "state_dict_fp32": state_dict_bytes(model) if model is not None else None,
             "checkpoint_file": artifacts.teacher_pt.stat().st_size,
             "onnx_fp32": artifacts.teacher_onnx.stat().st_size,
         },
@@ -174,7 +221,6 @@ def teacher_costs(
             "stage_peak_rss_mb": process_peak_rss_mb(),
         },
         "throughput_per_s": {
-            runtime: latency[runtime][largest]["throughput_per_s"]
-            for runtime in ("torch_eager", "onnxruntime")
+            runtime: latency[runtime][largest]["throughput_per_s"] for runtime in runtimes
         },
     }

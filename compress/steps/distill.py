@@ -20,9 +20,10 @@ from compress.distillation import distill_finetune, load_teacher
 from compress.errors import PipelineError
 from compress.models import count_macs_params
 from compress.onnx_export import export_onnx
-from compress.params import AugmentParams, DistillParams
+from compress.onnx_teacher import macs_params
+from compress.params import TEACHER_STUDENT, AugmentParams, DistillParams
 from compress.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
-from compress.students import TEACHER_STUDENT, build_student
+from compress.students import build_student
 from compress.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def distill(
 ) -> dict:
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
-    teacher = load_teacher(artifacts.teacher_pt)
+    teacher = load_teacher(artifacts, params)
     seed_everything(params.seed)
     student, record = build_student(params, info, artifacts)
     ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
@@ -56,8 +57,8 @@ def distill(
         "student_arch": params.student,
         "student_start": start_of(params),
         "teacher": classification_metrics(teacher_logits, labels, info.classes)
-        | dict(zip(("macs", "params"), count_macs_params(teacher, info.input_shape), strict=True))
-        | {"size_bytes": {"checkpoint": artifacts.teacher_pt.stat().st_size}},
+        | dict(zip(("macs", "params"), macs_params(teacher, info.input_shape), strict=True))
+        | {"size_bytes": {"onnx": artifacts.teacher_onnx.stat().st_size}},
         "distilled": summarize_model(
             student,
             student_logits,
@@ -142,8 +143,8 @@ def compression_summary(metrics: dict, artifacts: Artifacts) -> dict:
         "compression_vs_teacher": {
             "params_ratio": round(teacher["params"] / distilled["params"], 3),
             "macs_ratio": round(teacher["macs"] / distilled["macs"], 3),
-            "size_ratio": round(
-                artifacts.teacher_pt.stat().st_size / artifacts.student_pt.stat().st_size, 3
+            "onnx_size_ratio": round(
+                artifacts.teacher_onnx.stat().st_size / artifacts.student_onnx.stat().st_size, 3
             ),
         },
         "accuracy_drop_vs_teacher_points": round(
@@ -169,7 +170,7 @@ def check_student_is_smaller(
     arch: str, student: nn.Module, teacher: nn.Module, input_shape: tuple[int, int, int]
 ) -> dict[str, float]:
     student_macs, student_params = count_macs_params(student, input_shape)
-    teacher_macs, teacher_params = count_macs_params(teacher, input_shape)
+    teacher_macs, teacher_params = macs_params(teacher, input_shape)
     if student_params >= teacher_params or student_macs >= teacher_macs:
         raise PipelineError(
             f"distill.student='{arch}' ({student_params:,} params, {student_macs:,} MACs) is not smaller "

@@ -25,6 +25,7 @@ from compress.data import (
 from compress.distillation import distill_finetune, load_teacher
 from compress.models import count_macs_params
 from compress.onnx_export import export_onnx
+from compress.onnx_teacher import macs_params
 from compress.params import AugmentParams, BenchmarkParams, DistillParams, PruneParams
 from compress.pruning import MacsPruner
 from compress.training import accuracy, seed_everything
@@ -42,7 +43,7 @@ def prune(
 ) -> dict:
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
-    teacher = load_teacher(artifacts.teacher_pt)
+    teacher = load_teacher(artifacts, distill_params)
     student, payload = load_model(artifacts.student_pt)
     history = payload.get("pruning_history", [])  # a student cut from the teacher has one
     seed_everything(params.seed)
@@ -226,7 +227,7 @@ def cost_summary(
         bench.timed_runs,
         bench.intra_op_threads,
     )
-    teacher_macs, teacher_params = count_macs_params(teacher, info.input_shape)
+    teacher_macs, teacher_params = macs_params(teacher, info.input_shape)
     counts = {
         "teacher": (teacher_macs, teacher_params),
         "distilled": (rows[0]["macs"], rows[0]["params"]),

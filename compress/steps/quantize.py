@@ -77,7 +77,7 @@ def quantize(
     calibration = checked_calibration(info, params.calibration_samples, artifacts)
     read_checkpoint(artifacts.pruned_pt)
     load_onnx(artifacts.pruned_onnx)
-    teacher = load_teacher(artifacts.teacher_pt)
+    teacher = load_teacher(artifacts, distill_params)
     model, source = load_model(artifacts.pruned_pt)
     keep_fp32 = resolve_keep_fp32(model, params.keep_fp32, info.num_classes)
     seed_everything(params.seed)
