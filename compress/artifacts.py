@@ -67,6 +67,9 @@ class Artifacts:
     quantized_pt = _Entry("models/quantized.pt")
     teacher_int8_onnx = _Entry("models/teacher_int8.onnx")
     quantize_metrics = _Entry("metrics/quantize.json")
+    sensitivity_metrics = _Entry("metrics/sensitivity.json")
+    sensitivity_plot = _Entry("plots/quantize/sensitivity.csv")
+    sensitivity_png = _Entry("plots/quantize/sensitivity.png")
     # evaluate
     shipped_onnx = _Entry("models/shipped.onnx")
     shipped_json = _Entry("models/shipped.json")

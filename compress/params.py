@@ -188,11 +188,24 @@ class SparsityParams(Section):
 
 class QuantizeParams(Section):
     calibration_samples: int = Field(300, ge=10, le=100_000)
-    keep_fp32: list[str] = Field(default_factory=lambda: ["first_conv", "classifier"])
+    # module names (or the aliases first_conv, classifier) kept in float, or `auto`: the fewest
+    # most INT8-sensitive layers that bring INT8 within max_int8_drop of float on validation
+    keep_fp32: list[str] | Literal["auto"] = "auto"
+    max_int8_drop: float = Field(0.01, ge=0.0, le=1.0)
+    sensitivity: bool = True  # measure every layer's INT8 sensitivity (one PTQ per layer)
     qat: QATParams = Field(default_factory=QATParams)
     sparsity: SparsityParams = Field(default_factory=SparsityParams)
     max_onnx_accuracy_gap: float = Field(0.01, ge=0.0, le=1.0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _auto_needs_sensitivity(self) -> QuantizeParams:
+        if self.keep_fp32 == "auto" and not self.sensitivity:
+            raise ValueError(
+                "quantize.keep_fp32: auto chooses layers by their measured INT8 sensitivity; set "
+                "quantize.sensitivity: true, or list the layers to keep in float"
+            )
+        return self
 
 
 class AcceptanceGate(Section):

@@ -212,3 +212,24 @@ def write_tables(
             for _ in range(count)
         ],
     )
+
+
+def sensitivity_plot(rows: list[dict], out: Path) -> None:
+    """Per layer, most sensitive first: the validation accuracy its float copy recovers (and
+    the KL it removes), and the bytes it would cost in float."""
+    height = 1.5 + 0.18 * max(len(rows), 1)
+    figure, (gain, cost) = plt.subplots(1, 2, figsize=(9, height), sharey=True)
+    names = [row["layer"] for row in rows][::-1]
+    gain.barh(names, [row["accuracy_recovered"] * 100 for row in rows][::-1], color="tab:blue")
+    gain.set_xlabel("val accuracy recovered in float (pt)")
+    kl = gain.twiny()
+    kl.plot([row["kl_recovered"] for row in rows][::-1], names, "o", color="tab:orange", ms=3)
+    kl.set_xlabel("KL to float outputs removed (dots)", color="tab:orange")
+    cost.barh(names, [row["float_bytes"] / 1024 for row in rows][::-1], color="tab:gray")
+    cost.set_xlabel("extra size in float (KiB)")
+    gain.tick_params(axis="y", labelsize=6)
+    if not rows:
+        gain.set_title("sensitivity not measured (quantize.sensitivity: false)")
+    figure.tight_layout()
+    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)

@@ -44,6 +44,7 @@ LAYERS: list[set[str]] = [
     },
     {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
     {"compress.distillation", "compress.quantization", "compress.students"},
+    {"compress.sensitivity"},
     {
         "compress.steps.prepare",
         "compress.steps.baseline",

@@ -74,6 +74,8 @@ def _tiny(params: dict) -> None:
     params["distill"]["epochs"] = 1
     params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
     params["quantize"]["qat"]["epochs"] = 1
+    # orchestration tests: the default float layers, without the per-layer sensitivity pass
+    params["quantize"] |= {"keep_fp32": ["first_conv", "classifier"], "sensitivity": False}
     params["evaluate"] |= {"timed_runs": 5, "warmup_runs": 1, "repeats": 1}
     params["evaluate"]["gate"] = {
         "max_accuracy_drop": 1.0,

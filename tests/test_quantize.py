@@ -171,7 +171,12 @@ def quantized_stage(baseline_artifacts: Artifacts, tmp_path_factory) -> Artifact
     distill(distill_params, NO_FLIP, artifacts)
     prune(PruneParams(rounds=1, finetune_epochs=1), distill_params, NO_FLIP, TINY_BENCH, artifacts)
     teacher_before = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
-    params = QuantizeParams(qat=QATParams(epochs=1), sparsity=SparsityParams(ratio=0.5))
+    params = QuantizeParams(
+        keep_fp32=["first_conv", "classifier"],
+        sensitivity=False,  # tests/test_sensitivity.py measures it on a small model
+        qat=QATParams(epochs=1),
+        sparsity=SparsityParams(ratio=0.5),
+    )
     quantize(params, distill_params, NO_FLIP, TINY_BENCH, artifacts)
     teacher_after = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())

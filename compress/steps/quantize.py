@@ -46,6 +46,7 @@ from compress.quantization import (
     save_qat_checkpoint,
 )
 from compress.runtimes import onnx_accuracy
+from compress.sensitivity import float_layer_costs, float_layers
 from compress.training import accuracy, seed_everything
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,16 @@ def quantize(
     load_onnx(artifacts.pruned_onnx)
     teacher = load_teacher(artifacts, distill_params)
     model, source = load_model(artifacts.pruned_pt)
-    keep_fp32 = resolve_keep_fp32(model, params.keep_fp32, info.num_classes)
+    if params.keep_fp32 != "auto":
+        resolve_keep_fp32(model, params.keep_fp32, info.num_classes)  # bad names: before work
     seed_everything(params.seed)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
     accuracies = {"fp32_torch": accuracy(model, test_loader)}
     fold_batchnorm(model)
+    base_fp32, keep_fp32, float_record = float_layers(
+        model, params, info.num_classes, calibration, val_loader, artifacts
+    )
     log.info(
         "PTQ on %d calibration samples; kept in FP32: %s", len(calibration), ", ".join(keep_fp32)
     )
@@ -109,9 +114,14 @@ def quantize(
     accuracies |= check_int8_export(
         quantized, accuracies["qat_torch"], info, params, bench, artifacts
     )
+    if keep_fp32 != base_fp32:
+        float_record["cost"] = float_layer_costs(
+            model, base_fp32, calibration, info.input_shape, bench, artifacts.quantized_onnx
+        )
     quantize_onnx_ptq(artifacts.teacher_onnx, calibration, artifacts.teacher_int8_onnx)
     metrics = {
         "accuracy": accuracies,
+        "fp32_layers": float_record,
         "qat_ran": run_qat or params.sparsity.ratio > 0,
         "ptq_drop_points": round(ptq_drop * 100, 2),
         **int8_costs(quantized, masked_layers, calibration[:1], info, params, bench, artifacts),

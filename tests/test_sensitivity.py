@@ -1,0 +1,105 @@
+"""Per-layer INT8 sensitivity and `keep_fp32: auto` on a small network trained on real digits,
+with one layer made fragile on purpose: one channel of its input scaled up 1000x (by the batch
+norm before it) and its weights on that channel scaled down 1000x leave the float model as it
+was (ReLU is positively homogeneous), but that channel then spans the per-tensor INT8 range of
+the layer's input, so the other channels lose their resolution."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from compress.artifacts import Artifacts
+from compress.checkpoints import save_checkpoint
+from compress.data import eval_loader, load_info, make_loader, normalized_dataset, training_dataset
+from compress.models import build_model, fold_batchnorm
+from compress.onnx_export import export_onnx
+from compress.params import (
+    AugmentParams,
+    BenchmarkParams,
+    DistillParams,
+    QATParams,
+    QuantizeParams,
+)
+from compress.sensitivity import choose_fp32_layers, layer_sensitivity
+from compress.steps.quantize import quantize
+from compress.training import accuracy, cross_entropy_objective, fit, seed_everything
+
+FRAGILE = "features.3"  # tiny_cnn's second convolution
+BENCH = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3, intra_op_threads=2)
+
+
+@pytest.fixture(scope="module")
+def fragile_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
+    """tiny_cnn trained for 8 epochs, then made fragile in FRAGILE (float outputs unchanged)."""
+    info = load_info(prepared_artifacts.prepared_dir)
+    seed_everything(0)
+    model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
+    train = training_dataset(info, 1, False, prepared_artifacts.prepared_dir)
+    val = eval_loader("val", info, prepared_artifacts.prepared_dir)
+    fit(model, cross_entropy_objective, make_loader(train, 64, True), val, 8, 0.2, 5e-4, "tiny")
+    model.eval()
+    before = accuracy(model, val)
+    with torch.no_grad():
+        model.features[1].weight[0] *= 1000  # channel 0 into FRAGILE: 1000x larger
+        model.features[1].bias[0] *= 1000
+        model.features[3].weight[:, 0] /= 1000  # and 1000x less weight on it
+    assert accuracy(model, val) == before
+    return model
+
+
+def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
+    fragile_model: torch.nn.Module, prepared_artifacts: Artifacts
+) -> None:
+    prepared = prepared_artifacts.prepared_dir
+    info = load_info(prepared)
+    calibration = normalized_dataset("calibration", info, prepared).tensors[0]
+    val = eval_loader("val", info, prepared)
+    model = copy.deepcopy(fragile_model)
+    fold_batchnorm(model)  # as quantize does before PTQ
+    fp32, all_int8, ranking = layer_sensitivity(model, calibration, val, [])
+    assert fp32.accuracy > 0.8
+    assert fp32.accuracy - all_int8.accuracy > 0.3  # the outliers wreck INT8
+    assert [entry.layer for entry in ranking][0] == FRAGILE
+    assert ranking[0].accuracy_recovered > 0.3
+    assert ranking[0].float_bytes == 3 * model.features[3].weight.numel()
+
+    keep, steps = choose_fp32_layers(model, calibration, val, [], ranking, max_drop=0.02)
+    assert keep[0] == FRAGILE
+    assert fp32.accuracy - steps[-1]["accuracy"] <= 0.02
+    assert steps[0]["kept"] == [] and steps[-1]["kept"] == keep
+
+
+def test_quantize_stage_with_auto_meets_its_budget_and_writes_the_ranking(
+    fragile_model: torch.nn.Module, baseline_artifacts: Artifacts, tmp_path
+) -> None:
+    artifacts = Artifacts(tmp_path)
+    shutil.copytree(baseline_artifacts.root / "data", tmp_path / "data")
+    shutil.copytree(baseline_artifacts.root / "models", tmp_path / "models")
+    info = load_info(artifacts.prepared_dir)
+    save_checkpoint(artifacts.pruned_pt, fragile_model, "tests.factories:tiny_cnn", (1, 8, 8), 10)
+    export_onnx(fragile_model, (1, 8, 8), artifacts.pruned_onnx, info.contract())
+    params = QuantizeParams(keep_fp32="auto", max_int8_drop=0.02, qat=QATParams(mode="never"))
+    metrics = quantize(params, DistillParams(), AugmentParams(), BENCH, artifacts)
+
+    chosen = metrics["fp32_layers"]
+    assert chosen["mode"] == "auto" and FRAGILE in chosen["layers"]
+    assert chosen["ptq_val_drop_points"]["before"] > 30
+    assert chosen["ptq_val_drop_points"]["after"] <= 2.0
+    assert chosen["cost"]["extra_bytes"] > 0  # the float copy of the layer is in the file
+    assert FRAGILE in metrics["layers"]["fp32"]
+    assert metrics["accuracy"]["int8_onnxruntime"] > 0.8
+    ranking = json.loads(artifacts.sensitivity_metrics.read_text())["ranking"]
+    assert ranking[0]["layer"] == FRAGILE
+    assert artifacts.sensitivity_plot.read_text().splitlines()[1].startswith(FRAGILE)
+    assert Image.open(artifacts.sensitivity_png).size[0] > 500
+
+
+def test_auto_without_sensitivity_is_refused() -> None:
+    with pytest.raises(ValueError, match="quantize.sensitivity: true"):
+        QuantizeParams(keep_fp32="auto", sensitivity=False)
