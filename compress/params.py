@@ -275,19 +275,3 @@ class DriftParams(Section):
     class_share_tolerance: float = Field(0.05, gt=0.0, le=1.0)
     format_share_tolerance: float = Field(0.05, gt=0.0, le=1.0)
     accept: bool = False
-
-
-class Params(Section):
-    """The whole params.yaml, one attribute per section."""
-
-    data: DataParams = Field(default_factory=DataParams)
-    teacher: TeacherParams = Field(default_factory=TeacherParams)
-    gate: GateParams = Field(default_factory=GateParams)
-    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
-    distill: DistillParams = Field(default_factory=DistillParams)
-    prune: PruneParams = Field(default_factory=PruneParams)
-    quantize: QuantizeParams = Field(default_factory=QuantizeParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
-    compute: ComputeParams = Field(default_factory=ComputeParams)
-    registry: RegistryParams = Field(default_factory=RegistryParams)
-    drift: DriftParams = Field(default_factory=DriftParams)

@@ -7,12 +7,43 @@ import difflib
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from compress.errors import PipelineError
-from compress.params import Params, Section
+from compress.params import (
+    BenchmarkParams,
+    ComputeParams,
+    DataParams,
+    DistillParams,
+    DriftParams,
+    EvaluateParams,
+    GateParams,
+    PruneParams,
+    QuantizeParams,
+    RegistryParams,
+    Section,
+    TeacherParams,
+)
+from compress.search_params import SearchParams, space_problems
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class Params(Section):
+    """The whole params.yaml, one attribute per section."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    teacher: TeacherParams = Field(default_factory=TeacherParams)
+    gate: GateParams = Field(default_factory=GateParams)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    prune: PruneParams = Field(default_factory=PruneParams)
+    quantize: QuantizeParams = Field(default_factory=QuantizeParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    compute: ComputeParams = Field(default_factory=ComputeParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
+    search: SearchParams = Field(default_factory=SearchParams)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -73,6 +104,8 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
             sections[name] = model.model_validate(raw.get(name) or {})
         except ValidationError as error:
             problems += _explain(name, model, error)
+    if not problems and "search" in raw:  # a file without the section searches nothing
+        problems += space_problems(sections["search"], sections)
     if problems:
         raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
     return Params(**sections)

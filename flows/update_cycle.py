@@ -28,8 +28,8 @@ from compress.benchmark import compare_onnx_latency
 from compress.data import load_info, load_split, normalize
 from compress.decision import promotion_decision
 from compress.drift import check_drift, drift_report
-from compress.params import DriftParams, Params, RegistryParams
-from compress.params_file import load_params
+from compress.params import DriftParams, RegistryParams
+from compress.params_file import Params, load_params
 from compress.runtimes import onnx_accuracy
 from compress.uncertainty import paired_drop_interval
 from flows.changes import changes_since, git, imported_inputs, read_at, tracked_inputs

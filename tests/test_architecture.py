@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"compress.errors"},
     {"compress.atomic", "compress.artifacts"},
     {"compress.params", "compress.contract", "compress.uncertainty"},
+    {"compress.search_params"},
     {"compress.params_file"},
     {
         "compress.data",

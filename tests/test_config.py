@@ -15,10 +15,9 @@ from compress.params import (
     Divergence,
     EvaluateParams,
     Importance,
-    Params,
     TemperatureSchedule,
 )
-from compress.params_file import load_params
+from compress.params_file import Params, load_params
 from compress.pruning import IMPORTANCES
 
 REPO = Path(__file__).resolve().parents[1]
