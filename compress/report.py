@@ -233,3 +233,29 @@ def sensitivity_plot(rows: list[dict], out: Path) -> None:
     figure.tight_layout()
     atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
+
+
+def trials_plot(
+    rows: list[dict], cost_key: str, label: str, front: list[str], best: str | None, out: Path
+) -> None:
+    """The search's trials: accuracy against the objective's cost, those that meet the goals
+    in blue, the others in gray, the Pareto front across trials and the best trial in red."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        color = "tab:red" if row["trial"] == best else "tab:blue" if row["passes"] else "tab:gray"
+        axes.plot(row[cost_key], row["accuracy"] * 100, "o", color=color, zorder=3)
+        axes.annotate(str(row["trial"]), (row[cost_key], row["accuracy"] * 100), fontsize=7)
+    ordered = sorted((r for r in rows if r["trial"] in front), key=lambda r: r[cost_key])
+    axes.step(
+        [r[cost_key] for r in ordered],
+        [r["accuracy"] * 100 for r in ordered],
+        where="post",
+        color="tab:green",
+        label="Pareto front across trials",
+    )
+    axes.set_xlabel(label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)

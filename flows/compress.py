@@ -31,6 +31,7 @@ from prefect.tasks import exponential_backoff
 from compress.artifacts import Artifacts
 from compress.errors import TRANSIENT_EXIT_CODE
 from compress.params_file import load_params
+from compress.recipe_search import trial_summary
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
 # or a stage that exited with the transient code (an I/O error).
@@ -151,11 +152,21 @@ def dvc_stage(repo: Path, stage: str) -> StageRun:
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_only_transient)
-def dvc_experiment(repo: Path, overrides: dict[str, Any], until: str | None) -> str:
-    """The pipeline with params overrides, as a DVC experiment in a temporary directory."""
+def dvc_experiment(
+    repo: Path,
+    overrides: dict[str, Any],
+    until: str | None,
+    experiment: str | None = None,
+    record: str | None = None,
+) -> dict[str, Any]:
+    """The pipeline with params overrides, as a DVC experiment in a temporary directory (named
+    `experiment` when given). With `record`, the experiment's stages and evaluation are also
+    published as a Prefect artifact under that key, for a search that runs it on a worker."""
     logger = get_run_logger()
     settings = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-    args = ["exp", "run", "--temp"] + [arg for s in settings for arg in ("-S", s)]
+    args = ["exp", "run", "--temp", *(["--name", experiment] if experiment else [])]
+    args += [arg for s in settings for arg in ("-S", s)]
+    started = time.perf_counter()
     result = run_dvc(repo, *args, *([until] if until else []))
     output = result.stdout + result.stderr
     if result.returncode != 0:
@@ -173,7 +184,43 @@ def dvc_experiment(repo: Path, overrides: dict[str, Any], until: str | None) -> 
         f"Apply it to the workspace with `dvc exp apply {name}`.",
         description="Params overrides run as a DVC experiment",
     )
-    return name
+    summary = {
+        "experiment": name,
+        "overrides": overrides,
+        "seconds": round(time.perf_counter() - started, 1),
+        "stages_ran": re.findall(r"Running stage '([^']+)'", output),
+        "stages_skipped": sorted(
+            set(re.findall(r"Stage '([^']+)' didn't change, skipping", output))
+            | set(re.findall(r"Restored stage '([^']+)' from run-cache", output))
+        ),
+    }
+    if record:
+        evaluation = json.loads(experiment_file(repo, name, Artifacts.evaluate_metrics))
+        summary["evaluation"] = trial_summary(evaluation)
+        create_markdown_artifact(
+            key=record,
+            markdown=f"```json\n{json.dumps(summary, indent=1)}\n```",
+            description=f"Trial result: experiment {name}",
+        )
+    return summary
+
+
+def experiment_file(repo: Path, name: str, path: Path) -> str:
+    """A git-tracked file (a metric) as the experiment `name` committed it."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ref = next((r for r in refs if r.endswith(f"/{name}")), None)
+    if ref is None:
+        raise StageFailed(f"Experiment '{name}' has no git ref under refs/exps.")
+    shown = subprocess.run(
+        ["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return shown.stdout
 
 
 def publish_results(repo: Path) -> None:
@@ -213,15 +260,19 @@ def publish_results(repo: Path) -> None:
 
 @flow(name="compress", log_prints=True)
 def compress(
-    repo: str = ".", until: str | None = None, params: dict[str, Any] | None = None
+    repo: str = ".",
+    until: str | None = None,
+    params: dict[str, Any] | None = None,
+    experiment: str | None = None,
+    record: str | None = None,
 ) -> list[dict]:
     """Run the pipeline's DVC stages as tasks. `until`: stop after this stage (and what it
-    needs). `params`: overrides such as {"prune.target_ratio": 0.6}, run as a DVC experiment."""
+    needs). `params`: overrides such as {"prune.target_ratio": 0.6}, run as a DVC experiment
+    (named `experiment`; its result published under the artifact key `record`)."""
     root = Path(repo).resolve()
     load_params(Artifacts(root).params_file)
     if params:
-        name = dvc_experiment(root, params, until)
-        return [{"experiment": name}]
+        return [dvc_experiment(root, params, until, experiment, record)]
     runs = []
     for stage in pipeline_stages(root, until):
         runs.append(asdict(dvc_stage(root, stage)))

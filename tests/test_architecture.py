@@ -42,6 +42,7 @@ LAYERS: list[set[str]] = [
         "compress.training",
         "compress.runtimes",
         "compress.onnx_teacher",
+        "compress.recipe_search",
     },
     {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
     {"compress.distillation", "compress.quantization", "compress.students"},

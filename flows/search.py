@@ -1,0 +1,247 @@
+"""Flow `search`: the best recipe for the goals in `search:`, not the first that passes.
+
+Optuna (multi-objective TPE, goals as constraints) proposes params; each trial is a flow run of
+the `compress/search-trial` deployment on the Prefect work pool `search.work_pool`, i.e. the
+compress flow with params overrides as a DVC experiment (`dvc exp run --temp`), so it is
+reproducible, `dvc exp apply <name>` brings it into the workspace, and stages it does not change
+are not recomputed (DVC's run cache). Locally the flow creates a `process` pool and starts
+`search.workers` workers; point `work_pool` at a Docker or Kubernetes pool and set
+`start_workers: false` to spread trials over machines. The study lives in a journal file under
+reports/search/, so a killed search resumes where it stopped.
+
+    python -m flows.search          # needs a Prefect server: PREFECT_API_URL"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelled
+
+from compress.artifacts import Artifacts
+from compress.params_file import load_params
+from compress.recipe_search import (
+    GOALS,
+    distributions,
+    open_study,
+    overrides,
+    trial_model,
+    write_search_report,
+)
+from compress.runner import run_stage
+from compress.search_params import SearchParams
+from flows.compress import compress
+
+DEPLOYMENT = "search-trial"
+REPORT_DIR = Path("reports/search")
+POLL_SECONDS = 5
+
+
+def deploy_trials(repo: Path, pool: str) -> str:
+    """The compress flow as a deployment on the pool (a `process` pool is created if missing)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    source = compress.from_source(source=str(repo), entrypoint="flows/compress.py:compress")
+    source.deploy(
+        name=DEPLOYMENT,
+        work_pool_name=pool,
+        build=False,
+        push=False,
+        print_next_steps=False,
+        job_variables={"env": {"PATH": os.environ.get("PATH", "")}},
+    )
+    return f"compress/{DEPLOYMENT}"
+
+
+def start_workers(pool: str, count: int) -> list[subprocess.Popen]:
+    """`prefect worker start` processes of this environment, one flow run each at a time."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    return [
+        subprocess.Popen(
+            [
+                prefect,
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "process",
+                "--limit",
+                "1",
+                "--name",
+                f"{pool}-{index}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for index in range(count)
+    ]
+
+
+def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params: dict) -> str:
+    name, record = f"{study}-t{trial.number}", f"{study}-trial-{trial.number}"
+    run = run_deployment(
+        deployment,
+        parameters={"repo": str(repo), "params": params, "experiment": name, "record": record},
+        timeout=0,
+        as_subflow=False,
+        flow_run_name=name,
+    )
+    trial.set_user_attr("flow_run_id", str(run.id))
+    trial.set_user_attr("record", record)
+    return str(run.id)
+
+
+def flow_run(run_id: str) -> tuple[bool, str]:
+    """(finished, state name) of a trial's flow run."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.is_final(), state.type.value
+
+
+def read_record(key: str) -> dict[str, Any] | None:
+    """The trial's result the compress flow published as an artifact (works across machines)."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    if not found:
+        return None
+    text = str(found[0].data).strip().removeprefix("```json").removesuffix("```")
+    return json.loads(text)
+
+
+def finish(study: optuna.Study, trial: optuna.Trial, state: str, search: SearchParams) -> None:
+    """Tell Optuna how the trial's flow run went; its row goes into the trial's user attrs."""
+    record = read_record(trial.user_attrs["record"]) if state == "COMPLETED" else None
+    if record is None:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    model = trial_model(record["evaluation"], search)
+    row = {"trial": trial.number, "experiment": record["experiment"], "params": record["overrides"]}
+    row |= {key: value for key, value in model.items() if key != "values"}
+    row |= {key: record[key] for key in ("stages_ran", "stages_skipped", "seconds")}
+    trial.set_user_attr("row", row)
+    for goal, shortfall in zip(GOALS, model["violations"], strict=True):
+        trial.set_constraint(goal, shortfall)  # TPE learns which params meet the goals
+    study.tell(trial, model["values"])
+
+
+def in_flight(study: optuna.Study, search: SearchParams) -> None:
+    """Trials a killed search left running: a flow run that finished meanwhile is collected;
+    one still pending or orphaned is cancelled and its params are queued again (the stages it
+    completed come back from DVC's run cache)."""
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial = optuna.Trial(study, frozen._trial_id)
+        run_id = frozen.user_attrs.get("flow_run_id")
+        done, state = flow_run(run_id) if run_id else (False, "NOT SUBMITTED")
+        if done:
+            finish(study, trial, state, search)
+            continue
+        if run_id:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Cancelled(), force=True)
+        trial.set_user_attr("requeued", True)  # not counted against max_trials
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(frozen.params)
+        get_run_logger().info("Trial %d was cut off (%s): queued again", trial.number, state)
+
+
+DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+
+
+def run_trials(
+    study: optuna.Study, search: SearchParams, deployment: str, repo: Path, name: str
+) -> None:
+    """Keep `search.workers` trials in flight until the budget or the goals say stop."""
+    logger = get_run_logger()
+    started, space = time.monotonic(), distributions(search.space)
+    in_flight(study, search)
+    pending: dict[str, optuna.Trial] = {}
+    while True:
+        finished = [
+            trial
+            for trial in study.get_trials(deepcopy=False, states=DONE)
+            if not trial.user_attrs.get("requeued")
+        ]
+        met = any(t.user_attrs.get("row", {}).get("passes") for t in finished)
+        stop = (search.stop_when_goals_met and met) or (
+            time.monotonic() - started > search.max_minutes * 60
+        )
+        while (
+            not stop
+            and len(pending) < search.workers
+            and len(finished) + len(pending) < search.max_trials
+        ):
+            trial = study.ask(space)
+            params = overrides(trial.params, search.space)
+            pending[submit(deployment, repo, name, trial, params)] = trial
+            logger.info("Trial %d submitted: %s", trial.number, params)
+        if not pending:
+            return
+        time.sleep(POLL_SECONDS)
+        for run_id, trial in list(pending.items()):
+            done, state = flow_run(run_id)
+            if done:
+                finish(study, trial, state, search)
+                logger.info("Trial %d: %s", trial.number, state)
+                del pending[run_id]
+
+
+@flow(name="search", log_prints=True)
+def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
+    """Search `search.space` for the best recipe; the study `study` resumes if it exists."""
+    root = Path(repo).resolve()
+    settings = load_params(Artifacts(root).params_file).search
+    optuna_study = open_study(root / REPORT_DIR / "study.journal", study, settings.seed)
+    deployment = deploy_trials(root, settings.work_pool)
+    workers = start_workers(settings.work_pool, settings.workers) if settings.start_workers else []
+    try:
+        run_trials(optuna_study, settings, deployment, root, study)
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=60)
+    completed = optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    rows = [trial.user_attrs["row"] for trial in completed]
+    best = write_search_report(rows, settings, root / REPORT_DIR)
+    publish(rows, root / REPORT_DIR)
+    return {"trials": len(rows), "best": best}
+
+
+def publish(rows: list[dict], folder: Path) -> None:
+    table = [
+        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows
+    ]
+    create_table_artifact(key="search-trials", table=table, description="Every finished trial")
+    create_markdown_artifact(
+        key="search-best", markdown=(folder / "trials.md").read_text(), description="Best trial"
+    )
+
+
+def main() -> None:
+    load_params()  # bad search params: exit 1 naming them, before any flow run or trial
+    search()
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,254 @@
+"""The recipe search: its decisions on the committed evaluation of the default pipeline, bad
+`search:` params, and (slow) a real search of 4 tiny trials with 2 process workers on a local
+Prefect server, killed and resumed, whose best trial `dvc exp apply` reproduces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from prefect.settings import PREFECT_API_URL
+
+from compress.artifacts import Artifacts
+from compress.recipe_search import (
+    best_trial,
+    distributions,
+    open_study,
+    overrides,
+    trial_model,
+    trials_front,
+)
+from compress.search_params import SearchDimension, SearchParams
+from flows.compress import compress
+from tests.conftest import REPO_ROOT, copy_repo
+from tests.test_pipeline import _edit_params, _git_repo, _run, _tiny_repo
+
+EVALUATION = json.loads((REPO_ROOT / "metrics/evaluate.json").read_text())
+
+
+def test_a_trial_answers_with_its_best_candidate_that_meets_the_goals() -> None:
+    candidates = EVALUATION["candidates"]
+    drops = {
+        name: candidates[name]["vs_teacher"]["accuracy_drop_points"] / 100 for name in candidates
+    }
+    lax = SearchParams(max_accuracy_drop=1.0)
+    smallest = min(("distilled", "pruned", "quantized"), key=lambda n: candidates[n]["size_bytes"])
+    model = trial_model(EVALUATION, lax)
+    assert (model["candidate"], model["passes"]) == (smallest, True)
+    assert model["values"] == [drops[smallest], candidates[smallest]["size_bytes"]]
+    assert max(model["violations"]) <= 0
+
+    fastest = trial_model(EVALUATION, SearchParams(max_accuracy_drop=1.0, objective="fastest"))
+    assert fastest["values"][1] == min(
+        candidates[n]["latency"]["batch_1"]["p50_ms"] for n in ("distilled", "pruned", "quantized")
+    )
+    impossible = trial_model(EVALUATION, SearchParams(min_x_smaller=10_000))
+    assert not impossible["passes"] and impossible["violations"][1] > 0
+
+
+def test_best_trial_and_front_across_trials() -> None:
+    rows = [
+        {
+            "trial": 0,
+            "passes": True,
+            "accuracy": 0.99,
+            "size_bytes": 900,
+            "latency_p50_ms_batch_1": 1.0,
+        },
+        {
+            "trial": 1,
+            "passes": True,
+            "accuracy": 0.98,
+            "size_bytes": 500,
+            "latency_p50_ms_batch_1": 2.0,
+        },
+        {
+            "trial": 2,
+            "passes": False,
+            "accuracy": 0.90,
+            "size_bytes": 100,
+            "latency_p50_ms_batch_1": 0.5,
+        },
+        {
+            "trial": 3,
+            "passes": True,
+            "accuracy": 0.97,
+            "size_bytes": 950,
+            "latency_p50_ms_batch_1": 3.0,
+        },
+    ]
+    assert best_trial(rows, "smallest")["trial"] == 1
+    assert best_trial(rows, "fastest")["trial"] == 0
+    assert best_trial(rows, "most_accurate")["trial"] == 0
+    assert trials_front(rows, "smallest") == [0, 1, 2]  # 3 is beaten by 0 on both
+    assert best_trial([rows[2]], "smallest") is None
+
+
+def test_space_becomes_optuna_distributions_and_lists_round_trip(tmp_path: Path) -> None:
+    space = {
+        "prune.target_ratio": SearchDimension(low=0.5, high=0.85),
+        "prune.rounds": SearchDimension(low=1, high=4),
+        "quantize.keep_fp32": SearchDimension(choices=["auto", ["first_conv", "classifier"]]),
+    }
+    found = distributions(space)
+    assert isinstance(found["prune.target_ratio"], FloatDistribution)
+    assert isinstance(found["prune.rounds"], IntDistribution)
+    assert isinstance(found["quantize.keep_fp32"], CategoricalDistribution)
+    study = open_study(tmp_path / "study.journal", "unit", seed=0)
+    seen = set()
+    for _ in range(12):
+        trial = study.ask(found)
+        decoded = overrides(trial.params, space)
+        assert decoded["quantize.keep_fp32"] in ("auto", ["first_conv", "classifier"])
+        assert 0.5 <= decoded["prune.target_ratio"] <= 0.85
+        assert isinstance(decoded["prune.rounds"], int)
+        seen.add(json.dumps(decoded["quantize.keep_fp32"]))
+        trial.set_constraint("max_accuracy_drop", 0.0)
+        study.tell(trial, [0.01, 1000.0])
+    assert len(seen) == 2
+    reopened = open_study(tmp_path / "study.journal", "unit", seed=0)  # resumes from the file
+    assert len(reopened.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12
+
+
+@pytest.mark.parametrize(
+    ("change", "culprit"),
+    [
+        ({"space": {}}, "`search.space` is empty"),
+        ({"max_accuracy_drop": 1.5}, "search.max_accuracy_drop"),
+        ({"min_x_smaller": 0.5}, "search.min_x_smaller"),
+        (
+            {"space": {"prune.targt_ratio": {"low": 0.5, "high": 0.8}}},
+            "Did you mean 'prune.target_ratio'",
+        ),
+        ({"space": {"prune.target_ratio": {"low": 0.5, "high": 1.5}}}, "value 1.5 is not valid"),
+        ({"space": {"drift.accept": {"choices": [True]}}}, "not a param of a searchable section"),
+        ({"objective": "cheapest"}, "search.objective"),
+    ],
+)
+def test_bad_search_params_exit_1_naming_them_before_anything_runs(
+    tmp_path: Path, change: dict, culprit: str
+) -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["search"] |= change
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.search"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert culprit in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+SPACE = {
+    "prune.target_ratio": {"choices": [0.3, 0.5]},
+    "quantize.keep_fp32": {"choices": [["first_conv", "classifier"], []]},
+}
+
+
+@pytest.fixture(scope="module")
+def search_repo(harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-params repository whose pipeline ran once and is committed, with a 4-trial space
+    that only changes `prune` and `quantize`."""
+    root = tmp_path_factory.mktemp("search")
+    repo = copy_repo(root / "repo")
+    _tiny_repo(repo)
+    search = {"space": SPACE, "max_trials": 4, "workers": 2, "max_accuracy_drop": 1.0}
+    _edit_params(repo, lambda p: p["search"].update(search))
+    _git_repo(repo, root / "remote")
+    compress(repo=str(repo))
+    for command in (("git", "add", "--all"), ("git", "commit", "-qm", "baseline run")):
+        assert _run(repo, *command).returncode == 0
+    return repo
+
+
+def _search_process(repo: Path) -> subprocess.Popen:
+    env = os.environ | {
+        "PYTHONPATH": str(REPO_ROOT),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    log = (repo.parent / "search.log").open("a")
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.search"],
+        cwd=repo,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill takes its workers along
+    )
+
+
+def _complete(repo: Path) -> list[optuna.trial.FrozenTrial]:
+    journal = repo / "reports/search/study.journal"
+    if not journal.exists():
+        return []
+    study = optuna.load_study(
+        study_name="search",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        ),
+    )
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+@pytest.mark.slow  # about 10 min on 2 cores: a tiny pipeline, then 4 trials
+def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_applies(
+    search_repo: Path,
+) -> None:
+    repo = search_repo
+    first = _search_process(repo)
+    deadline = time.monotonic() + 900
+    while not _complete(repo) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(5)
+    assert _complete(repo), (repo.parent / "search.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the search and its workers, mid-search
+    first.wait()
+    killed_with = len(_complete(repo))
+    assert killed_with < 4
+
+    second = _search_process(repo)
+    assert second.wait(timeout=1500) == 0, (repo.parent / "search.log").read_text()[-3000:]
+    trials = _complete(repo)
+    assert len(trials) == 4  # the budget, counting the trials finished before the kill
+    rows = [trial.user_attrs["row"] for trial in trials]
+    assert {json.dumps(row["params"], sort_keys=True) for row in rows} == {
+        json.dumps({"prune.target_ratio": r, "quantize.keep_fp32": k}, sort_keys=True)
+        for r in (0.3, 0.5)
+        for k in (["first_conv", "classifier"], [])
+    }  # TPE with 4 trials over 4 combinations, seeded: each once
+    for row in rows:  # only what the trial changes reran; the rest came from DVC
+        assert set(row["stages_ran"]) <= {"prune", "quantize", "evaluate"}, row
+        assert {"prepare", "baseline", "distill"} <= set(row["stages_skipped"]), row
+
+    table = (repo / "reports/search/trials.csv").read_text().splitlines()
+    assert len(table) == 5
+    best = json.loads((repo / "reports/search/best.json").read_text())
+    passing = [row for row in rows if row["passes"]]
+    assert best["size_bytes"] == min(row["size_bytes"] for row in passing)
+    assert f"dvc exp apply {best['experiment']}" in (repo / "reports/search/trials.md").read_text()
+    assert (repo / "reports/search/pareto.png").stat().st_size > 10_000
+
+    applied = _run(repo, "dvc", "exp", "apply", best["experiment"])
+    assert applied.returncode == 0, applied.stderr
+    evaluation = json.loads(Artifacts(repo).evaluate_metrics.read_text())
+    again = trial_model(evaluation, SearchParams(max_accuracy_drop=1.0))
+    assert (again["candidate"], again["size_bytes"]) == (best["candidate"], best["size_bytes"])
+    status = _run(repo, "dvc", "status", "--json")
+    assert json.loads(status.stdout) == {}, status.stdout  # outs, lock and params agree
