@@ -95,11 +95,14 @@ GOALS = ("max_accuracy_drop", "min_x_smaller", "min_x_faster_batch_1")
 
 
 def violations(figures: dict[str, Any], search: SearchParams) -> list[float]:
-    """Optuna's constraints, one per goal (in GOALS order): its shortfall, <= 0 when met."""
+    """Optuna's constraints, one per goal (in GOALS order): its shortfall relative to the goal,
+    <= 0 when met (relative, because TPE adds them up and their units differ)."""
+    drop_goal = max(search.max_accuracy_drop, 1e-3)
+    smaller, faster = search.min_x_smaller or 0.0, search.min_x_faster_batch_1 or 0.0
     return [
-        figures["accuracy_drop"] - search.max_accuracy_drop,
-        (search.min_x_smaller or 0.0) - figures["x_smaller"],
-        (search.min_x_faster_batch_1 or 0.0) - figures["x_faster_batch_1"],
+        (figures["accuracy_drop"] - search.max_accuracy_drop) / drop_goal,
+        (smaller - figures["x_smaller"]) / max(smaller, 1.0),
+        (faster - figures["x_faster_batch_1"]) / max(faster, 1.0),
     ]
 
 

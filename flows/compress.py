@@ -191,7 +191,7 @@ def dvc_experiment(
         "stages_ran": re.findall(r"Running stage '([^']+)'", output),
         "stages_skipped": sorted(
             set(re.findall(r"Stage '([^']+)' didn't change, skipping", output))
-            | set(re.findall(r"Restored stage '([^']+)' from run-cache", output))
+            | set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
         ),
     }
     if record:

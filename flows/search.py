@@ -5,9 +5,10 @@ the `compress/search-trial` deployment on the Prefect work pool `search.work_poo
 compress flow with params overrides as a DVC experiment (`dvc exp run --temp`), so it is
 reproducible, `dvc exp apply <name>` brings it into the workspace, and stages it does not change
 are not recomputed (DVC's run cache). Locally the flow creates a `process` pool and starts
-`search.workers` workers; point `work_pool` at a Docker or Kubernetes pool and set
-`start_workers: false` to spread trials over machines. The study lives in a journal file under
-reports/search/, so a killed search resumes where it stopped.
+`search.workers` workers. The deployment runs the repository from its local path; to spread
+trials over machines, give the pool's workers the repository at that path (a shared volume or
+an image built with it) or deploy from git instead, and set `start_workers: false`. The study
+lives in a journal file under reports/search/, so a killed search resumes where it stopped.
 
     python -m flows.search          # needs a Prefect server: PREFECT_API_URL"""
 
@@ -15,24 +16,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import optuna
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Cancelled
+from prefect.states import Cancelling
+from prefect.workers.process import ProcessWorker
 
 from compress.artifacts import Artifacts
+from compress.errors import PipelineError
 from compress.params_file import load_params
 from compress.recipe_search import (
     GOALS,
@@ -53,21 +62,37 @@ POLL_SECONDS = 5
 
 def deploy_trials(repo: Path, pool: str) -> str:
     """The compress flow as a deployment on the pool (a `process` pool is created if missing)."""
+    template = ProcessWorker.get_default_base_job_template()
     with get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=template)
+            )
         except ObjectAlreadyExists:
             pass
-    source = compress.from_source(source=str(repo), entrypoint="flows/compress.py:compress")
+    # a module path, not flows/compress.py: loaded as a file it would shadow the package
+    source = compress.from_source(source=str(repo), entrypoint="flows.compress.compress")
     source.deploy(
         name=DEPLOYMENT,
         work_pool_name=pool,
         build=False,
         push=False,
         print_next_steps=False,
+        ignore_warnings=True,
         job_variables={"env": {"PATH": os.environ.get("PATH", "")}},
     )
     return f"compress/{DEPLOYMENT}"
+
+
+def existing_deployment() -> str | None:
+    """A `compress/search-trial` deployed by the team (e.g. from git, with an image) is kept."""
+    name = f"compress/{DEPLOYMENT}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return None
+    return name
 
 
 def start_workers(pool: str, count: int) -> list[subprocess.Popen]:
@@ -118,11 +143,14 @@ def flow_run(run_id: str) -> tuple[bool, str]:
     return state.is_final(), state.type.value
 
 
-def read_record(key: str) -> dict[str, Any] | None:
+def read_record(key: str, run_id: str) -> dict[str, Any] | None:
     """The trial's result the compress flow published as an artifact (works across machines)."""
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
+            )
         )
     if not found:
         return None
@@ -132,7 +160,8 @@ def read_record(key: str) -> dict[str, Any] | None:
 
 def finish(study: optuna.Study, trial: optuna.Trial, state: str, search: SearchParams) -> None:
     """Tell Optuna how the trial's flow run went; its row goes into the trial's user attrs."""
-    record = read_record(trial.user_attrs["record"]) if state == "COMPLETED" else None
+    run_id = trial.user_attrs["flow_run_id"]
+    record = read_record(trial.user_attrs["record"], run_id) if state == "COMPLETED" else None
     if record is None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
@@ -157,9 +186,9 @@ def in_flight(study: optuna.Study, search: SearchParams) -> None:
         if done:
             finish(study, trial, state, search)
             continue
-        if run_id:
+        if run_id:  # Cancelling: a worker still running it kills its process
             with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelled(), force=True)
+                client.set_flow_run_state(run_id, Cancelling(), force=True)
         trial.set_user_attr("requeued", True)  # not counted against max_trials
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(frozen.params)
@@ -170,7 +199,12 @@ DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
 def run_trials(
-    study: optuna.Study, search: SearchParams, deployment: str, repo: Path, name: str
+    study: optuna.Study,
+    search: SearchParams,
+    deployment: str,
+    repo: Path,
+    name: str,
+    workers: list[subprocess.Popen],
 ) -> None:
     """Keep `search.workers` trials in flight until the budget or the goals say stop."""
     logger = get_run_logger()
@@ -198,6 +232,11 @@ def run_trials(
             logger.info("Trial %d submitted: %s", trial.number, params)
         if not pending:
             return
+        if workers and all(worker.poll() is not None for worker in workers):
+            raise PipelineError(
+                f"Every local worker of pool '{search.work_pool}' exited; trials cannot run. "
+                f"Start one by hand to see why: prefect worker start --pool {search.work_pool}"
+            )
         time.sleep(POLL_SECONDS)
         for run_id, trial in list(pending.items()):
             done, state = flow_run(run_id)
@@ -212,20 +251,34 @@ def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
     """Search `search.space` for the best recipe; the study `study` resumes if it exists."""
     root = Path(repo).resolve()
     settings = load_params(Artifacts(root).params_file).search
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", study):
+        raise PipelineError(
+            f"Study name '{study}' names the trials' artifacts and experiments: use lowercase "
+            "letters, digits and dashes (e.g. search-2)."
+        )
     optuna_study = open_study(root / REPORT_DIR / "study.journal", study, settings.seed)
-    deployment = deploy_trials(root, settings.work_pool)
+    deployment = existing_deployment() if not settings.start_workers else None
+    deployment = deployment or deploy_trials(root, settings.work_pool)
     workers = start_workers(settings.work_pool, settings.workers) if settings.start_workers else []
     try:
-        run_trials(optuna_study, settings, deployment, root, study)
+        run_trials(optuna_study, settings, deployment, root, study, workers)
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(timeout=60)
+        stop_workers(workers)
     completed = optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     rows = [trial.user_attrs["row"] for trial in completed]
     best = write_search_report(rows, settings, root / REPORT_DIR)
     publish(rows, root / REPORT_DIR)
     return {"trials": len(rows), "best": best}
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def publish(rows: list[dict], folder: Path) -> None:
