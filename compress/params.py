@@ -190,9 +190,7 @@ class QuantizeParams(Section):
     calibration_samples: int = Field(300, ge=10, le=100_000)
     # module names (or the aliases first_conv, classifier) kept in float, or `auto`: the fewest
     # most INT8-sensitive layers that bring INT8 within max_int8_drop of float on validation
-    keep_fp32: list[str] | Literal["auto"] = Field(
-        default_factory=lambda: ["first_conv", "classifier"]
-    )
+    keep_fp32: list[str] | Literal["auto"] = "auto"
     max_int8_drop: float = Field(0.0, ge=0.0, le=1.0)
     sensitivity: bool = True  # measure every layer's INT8 sensitivity (one PTQ per layer)
     qat: QATParams = Field(default_factory=QATParams)
