@@ -24,7 +24,7 @@ from compress.params import (
     Section,
     TeacherParams,
 )
-from compress.search_params import SearchParams, space_problems
+from compress.search_params import SearchParams
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -104,8 +104,6 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
             sections[name] = model.model_validate(raw.get(name) or {})
         except ValidationError as error:
             problems += _explain(name, model, error)
-    if not problems and "search" in raw:  # a file without the section searches nothing
-        problems += space_problems(sections["search"], sections)
     if problems:
         raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
     return Params(**sections)

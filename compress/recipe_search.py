@@ -173,14 +173,14 @@ def write_search_report(rows: list[dict], search: SearchParams, folder: Path) ->
     best = best_trial(rows, search.objective)
     front = trials_front(rows, search.objective) if rows else []
     cost_key, cost_label = COSTS[search.objective]
-    atomic.write_csv(folder / "trials.csv", [_flat(row) for row in rows])
+    atomic.write_csv(folder / "trials.csv", [flat_row(row) for row in rows])
     trials_plot(rows, cost_key, cost_label, front, best and best["trial"], folder / "pareto.png")
     atomic.write_json(folder / "best.json", best)
     atomic.write_text(folder / "trials.md", search_markdown(rows, front, best, search))
     return best
 
 
-def _flat(row: dict) -> dict:
+def flat_row(row: dict) -> dict:
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
 
 

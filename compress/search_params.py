@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_serializer, model_validator
 
+from compress.errors import PipelineError
 from compress.params import Section
 
 # Sections a trial may change: the recipe, not the data, the orchestration or the search itself.
@@ -120,3 +121,14 @@ def _value_problems(
         reason = error.errors()[0]["msg"]
         return [f"`search.space` '{path}' value {value!r} is not valid there: {reason}."]
     return []
+
+
+def checked_search(params: Any, path: Any) -> SearchParams:
+    """The `search` section of a loaded params file, its space checked against the other
+    sections' schemas. Only the search checks it, so a space that does not fit today's recipe
+    (e.g. `keep_fp32: auto` with `sensitivity: false`) never stops a stage."""
+    sections = {name: getattr(params, name) for name in SEARCHABLE}
+    problems = space_problems(params.search, sections)
+    if problems:
+        raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
+    return params.search

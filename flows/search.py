@@ -42,17 +42,18 @@ from prefect.workers.process import ProcessWorker
 
 from compress.artifacts import Artifacts
 from compress.errors import PipelineError
-from compress.params_file import load_params
+from compress.params_file import PARAMS_FILE, load_params
 from compress.recipe_search import (
     GOALS,
     distributions,
+    flat_row,
     open_study,
     overrides,
     trial_model,
     write_search_report,
 )
 from compress.runner import run_stage
-from compress.search_params import SearchParams
+from compress.search_params import SearchParams, checked_search
 from flows.compress import compress
 
 DEPLOYMENT = "search-trial"
@@ -250,7 +251,8 @@ def run_trials(
 def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
     """Search `search.space` for the best recipe; the study `study` resumes if it exists."""
     root = Path(repo).resolve()
-    settings = load_params(Artifacts(root).params_file).search
+    params_file = Artifacts(root).params_file
+    settings = checked_search(load_params(params_file), params_file)
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", study):
         raise PipelineError(
             f"Study name '{study}' names the trials' artifacts and experiments: use lowercase "
@@ -282,9 +284,7 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
 
 
 def publish(rows: list[dict], folder: Path) -> None:
-    table = [
-        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()} for r in rows
-    ]
+    table = [flat_row(row) for row in rows]
     create_table_artifact(key="search-trials", table=table, description="Every finished trial")
     create_markdown_artifact(
         key="search-best", markdown=(folder / "trials.md").read_text(), description="Best trial"
@@ -292,7 +292,7 @@ def publish(rows: list[dict], folder: Path) -> None:
 
 
 def main() -> None:
-    load_params()  # bad search params: exit 1 naming them, before any flow run or trial
+    checked_search(load_params(), PARAMS_FILE)  # exit 1 naming it, before any flow run
     search()
 
 
