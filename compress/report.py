@@ -17,6 +17,13 @@ from matplotlib import pyplot as plt  # noqa: E402
 COSTS = {"size": "ONNX size (MB)", "latency": "p50 latency at batch 1 (ms)"}
 
 
+def save_png(figure: plt.Figure, out: Path) -> None:
+    """Lay out, write atomically, and free the figure."""
+    figure.tight_layout()
+    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    plt.close(figure)
+
+
 def cost_of(result: dict, cost: str) -> float:
     """The x axis of a Pareto plot: size in MB or p50 latency at batch 1 in ms."""
     return (
@@ -72,9 +79,7 @@ def pareto_plot(
     axes.set_xlabel(label)
     axes.set_ylabel("test accuracy (%)")
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
+    save_png(figure, out)
 
 
 def runtime_table(results: dict, int8_ratios: dict[str, dict]) -> list[str]:
@@ -230,9 +235,7 @@ def sensitivity_plot(rows: list[dict], out: Path) -> None:
     gain.tick_params(axis="y", labelsize=6)
     if not rows:
         gain.set_title("sensitivity not measured (quantize.sensitivity: false)")
-    figure.tight_layout()
-    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
+    save_png(figure, out)
 
 
 def trials_plot(
@@ -256,6 +259,4 @@ def trials_plot(
     axes.set_xlabel(label)
     axes.set_ylabel("test accuracy (%)")
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
+    save_png(figure, out)

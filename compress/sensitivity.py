@@ -118,15 +118,16 @@ def choose_fp32_layers(
     base_keep: list[str],
     ranking: list[LayerSensitivity],
     max_drop: float,
+    fp32_accuracy: float,
+    base: Score,
 ) -> tuple[list[str], list[dict]]:
     """Add the layers to the float list in the order of their sensitivity, one at a time, PTQ
     again after each, until the INT8 model's validation accuracy is within `max_drop` of the
     float model's (a layer that does not help alone may help once others are in float; in the
-    limit every layer is float). Returns the list and each step's figures."""
-    fp32_logits, labels = predict(model, val_loader)
-    fp32_accuracy = float(np.mean(fp32_logits.argmax(axis=1) == labels))
-    keep = list(base_keep)
-    current = ptq_score(model, calibration, keep, val_loader, fp32_logits)
+    limit every layer is float). `base` is the INT8 score with `base_keep` in float, as
+    layer_sensitivity measured it. Returns the list and each step's figures."""
+    fp32_logits, _ = predict(model, val_loader)
+    keep, current = list(base_keep), base
     steps = [{"kept": list(keep), "accuracy": current.accuracy, "kl": current.kl_to_fp32}]
     for entry in ranking:
         if fp32_accuracy - current.accuracy <= max_drop + 1e-9:
@@ -161,7 +162,16 @@ def float_layers(
     fp32, before, ranking = layer_sensitivity(model, calibration, val_loader, base)
     write_sensitivity(fp32, before, ranking, base, artifacts)
     keep, steps = (
-        choose_fp32_layers(model, calibration, val_loader, base, ranking, params.max_int8_drop)
+        choose_fp32_layers(
+            model,
+            calibration,
+            val_loader,
+            base,
+            ranking,
+            params.max_int8_drop,
+            fp32.accuracy,
+            before,
+        )
         if auto
         else (base, [])
     )

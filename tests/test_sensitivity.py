@@ -69,7 +69,9 @@ def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
     assert ranking[0].accuracy_recovered > 0.3
     assert ranking[0].float_bytes == 3 * model.features[3].weight.numel()
 
-    keep, steps = choose_fp32_layers(model, calibration, val, [], ranking, max_drop=0.02)
+    keep, steps = choose_fp32_layers(
+        model, calibration, val, [], ranking, 0.02, fp32.accuracy, all_int8
+    )
     assert keep[0] == FRAGILE
     assert fp32.accuracy - steps[-1]["accuracy"] <= 0.02
     assert steps[0]["kept"] == [] and steps[-1]["kept"] == keep
