@@ -23,20 +23,24 @@ from torch import nn
 from compress import ort_memory
 from compress.contract import ModelContract
 from compress.data import normalize
+from compress.distributed import barrier, from_rank_zero, rank_and_world
 from compress.runtimes import Runner, onnxruntime_runner
 from compress.sources import decode_image
 
 
 def time_runs(run: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
-    """Seconds per call over `runs` timed calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    samples = np.empty(runs)
-    for index in range(runs):
-        start = time.perf_counter()
-        run()
-        samples[index] = time.perf_counter() - start
-    return samples
+    """Seconds per call over `runs` timed calls after `warmup` untimed ones. Under DDP rank 0
+    times alone while the other ranks wait, and every rank gets its figures."""
+    samples = np.zeros(runs)
+    barrier()
+    if rank_and_world()[0] == 0:
+        for _ in range(warmup):
+            run()
+        for index in range(runs):
+            start = time.perf_counter()
+            run()
+            samples[index] = time.perf_counter() - start
+    return np.asarray(from_rank_zero(samples.tolist()))
 
 
 def summarize(samples: np.ndarray, batch_size: int) -> dict[str, float]:

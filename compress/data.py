@@ -1,22 +1,26 @@
-"""The prepared-split file format, its metadata, datasets and loaders.
+"""Prepared splits' metadata, datasets and loaders.
 
-Prepared splits are plain tensors so every later stage loads them with weights_only=True:
-images as float32 in [0, 1] shaped (N, C, H, W), labels as int64. Normalization statistics
-come from train only and are stored beside the splits in meta.json.
+Splits are shards (`compress.shards`) read image by image: pixels as stored (uint8, or float32
+in [0, 1]), labels as int64. Normalization statistics come from train only and are stored beside
+the splits in meta.json; images are normalized on the fly.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from compress.contract import ModelContract
+from compress.distributed import rank_and_world
 from compress.errors import PipelineError
+from compress.shards import ShardReader
 
 EVAL_BATCH_SIZE = 256
 
@@ -54,19 +58,22 @@ def load_info(prepared_dir: Path) -> DatasetInfo:
     return DatasetInfo(**{key: meta[key] for key in DatasetInfo.__dataclass_fields__})
 
 
+def open_split(name: str, prepared_dir: Path) -> ShardReader:
+    """One prepared split's shards, checked, for streaming or random access."""
+    return ShardReader(prepared_dir, name)
+
+
+def to_unit(images: np.ndarray) -> torch.Tensor:
+    """Stored pixels (uint8, or float32 already in [0, 1]) as float32 in [0, 1]."""
+    tensor = torch.from_numpy(np.array(images))
+    return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor
+
+
 def load_split(name: str, prepared_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw images in [0, 1] and labels of one prepared split."""
-    file = prepared_dir / f"{name}.pt"
-    if not file.is_file():
-        raise PipelineError(f"Prepared split '{file}' not found: run `dvc repro prepare` first.")
-    try:
-        payload = torch.load(file, weights_only=True)
-        return payload["images"], payload["labels"]
-    except Exception as error:
-        raise PipelineError(
-            f"Prepared split '{file}' is unreadable ({error.__class__.__name__}); "
-            "run `dvc repro prepare --force` to rebuild it."
-        ) from error
+    """A whole split in memory, images in [0, 1]: for the small ones (calibration) and for the
+    figures computed over the test split at once."""
+    reader = open_split(name, prepared_dir)
+    return to_unit(reader.read_all()), torch.from_numpy(reader.labels)
 
 
 def normalize(images: torch.Tensor, info: DatasetInfo | ModelContract) -> torch.Tensor:
@@ -76,26 +83,52 @@ def normalize(images: torch.Tensor, info: DatasetInfo | ModelContract) -> torch.
     return (images - mean) / std
 
 
-def normalized_dataset(name: str, info: DatasetInfo, prepared_dir: Path) -> TensorDataset:
-    images, labels = load_split(name, prepared_dir)
-    return TensorDataset(normalize(images, info), labels)
+class SplitDataset(Dataset):
+    """A split read image by image from its shards, optionally augmented (on the stored pixels,
+    before conversion), normalized on the fly. An index may come with its own seed
+    (`SeededSampler`): the augmentation then draws from that seed alone, so the result does not
+    depend on which loader worker, or which process, handles the image."""
 
-
-class AugmentedDataset(Dataset):
-    """Train-time view of a split: augment the raw [0, 1] image, then normalize, per sample."""
-
-    def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo, augment: v2.Transform
-    ):
-        self.images, self.labels, self.augment = images, labels, augment
+    def __init__(self, reader: ShardReader, info: DatasetInfo, augment: v2.Transform | None = None):
+        self.reader, self.augment = reader, augment
+        self.labels = torch.from_numpy(reader.labels)
         self.mean = torch.tensor(info.mean).view(-1, 1, 1)
         self.std = torch.tensor(info.std).view(-1, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.reader)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.augment(self.images[index]) - self.mean) / self.std, self.labels[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = torch.from_numpy(np.array(self.reader[index]))
+        if self.augment is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed if seed is not None else index)
+                image = self.augment(image)
+        image = image.float().div_(255.0) if image.dtype == torch.uint8 else image
+        return (image - self.mean) / self.std, self.labels[index]
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Each epoch: a permutation of the split and one augmentation seed per image, both drawn
+    from the loader's seeded generator in the main process. With `world` processes (DDP),
+    process `rank` takes every `world`-th image of the same permutation."""
+
+    def __init__(self, size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
+        self.size, self.generator, self.rank, self.world = size, generator, rank, world
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.size, generator=self.generator)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=self.generator)
+        for position in range(self.rank, self.size, self.world):
+            yield int(order[position]), int(seeds[position])
+
+
+def normalized_dataset(name: str, info: DatasetInfo, prepared_dir: Path) -> SplitDataset:
+    return SplitDataset(open_split(name, prepared_dir), info)
 
 
 def train_augmentation(
@@ -113,21 +146,38 @@ def train_augmentation(
 
 def training_dataset(
     info: DatasetInfo, crop_padding: int, horizontal_flip: bool, prepared_dir: Path
-) -> Dataset:
+) -> SplitDataset:
     """The train split with the `data.augment` augmentations, normalized per sample."""
     augment = train_augmentation(crop_padding, horizontal_flip, info.image_size)
-    if augment is None:
-        return normalized_dataset("train", info, prepared_dir)
-    images, labels = load_split("train", prepared_dir)
-    return AugmentedDataset(images, labels, info, augment)
+    return SplitDataset(open_split("train", prepared_dir), info, augment)
 
 
-def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path) -> DataLoader:
+def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path, workers: int = 0) -> DataLoader:
     """A split in its stored order, for validation and test figures."""
-    return make_loader(normalized_dataset(name, info, prepared_dir), EVAL_BATCH_SIZE, shuffle=False)
+    return make_loader(
+        normalized_dataset(name, info, prepared_dir), EVAL_BATCH_SIZE, False, workers=workers
+    )
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Single-process loading with a seeded generator: the batch order is the same every run."""
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0
+) -> DataLoader:
+    """Seeded batches: the order and every augmentation come from `seed` in the main process,
+    so a run is bit-identical with any number of loader `workers` (`compute.loader_workers`).
+    Under DDP each process takes its share of every shuffled batch (the global batch stays
+    `batch_size`, so learning rates mean the same); evaluation loaders stay whole."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    rank, world = rank_and_world() if shuffle else (0, 1)
+    if batch_size % world:
+        raise PipelineError(
+            f"A training batch of {batch_size} cannot be split evenly over {world} processes; "
+            "make the batch sizes multiples of compute.nodes x compute.processes_per_node."
+        )
+    sampler = SeededSampler(len(dataset), generator, rank, world) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size // world,
+        sampler=sampler,
+        num_workers=workers,
+        generator=generator,
+    )

@@ -1,7 +1,8 @@
 """Great Expectations checks on every prepared split, run before anything is written.
 
-Each split becomes a small pandas frame with one row per sample (label, finite pixel range,
-non-finite count, shape, class share, whether its hash occurs in train) so that standard GX
+Each split becomes a small pandas frame with one row per sample, computed while the images
+stream past (label, finite pixel range, non-finite count, shape, class share, whether its hash
+occurs in train) so that standard GX
 column expectations express every check; the report names the split and each failed check.
 """
 
@@ -31,31 +32,53 @@ class CheckResult:
 Checks = list[tuple[str, gx.expectations.Expectation]]  # (check name, expectation)
 
 
-def image_hashes(images: np.ndarray) -> list[str]:
-    """Content hash per image, to find the same sample in two splits."""
-    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
-
-
-def _split_frame(images: np.ndarray, labels: np.ndarray, train_hashes: set[str]) -> pd.DataFrame:
-    flat = images.reshape(len(images), -1).astype(np.float64)
+def sample_rows(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """One row per image, computed while the images stream past: label, content hash (to find
+    the same image in two splits), shape, pixel range in [0, 1] units and non-finite count."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    flat = images.reshape(len(images), -1).astype(np.float64) / scale
     finite = np.isfinite(flat)
-    masked = np.where(finite, flat, np.nan)
     all_bad = ~finite.any(axis=1)
-    counts = pd.Series(labels).value_counts(normalize=True)
+    lowest = np.where(finite, flat, np.inf).min(axis=1, initial=np.inf)
+    highest = np.where(finite, flat, -np.inf).max(axis=1, initial=-np.inf)
     return pd.DataFrame(
         {
             "label": labels.astype(np.int64),
+            "hash": [hashlib.sha1(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images],
             "shape": ["x".join(map(str, image.shape)) for image in images],
-            "pixel_min": np.where(
-                all_bad, 0.0, np.nanmin(np.where(all_bad[:, None], 0, masked), axis=1)
-            ),
-            "pixel_max": np.where(
-                all_bad, 0.0, np.nanmax(np.where(all_bad[:, None], 0, masked), axis=1)
-            ),
+            "pixel_min": np.where(all_bad, 0.0, lowest),
+            "pixel_max": np.where(all_bad, 0.0, highest),
             "nonfinite": (~finite).sum(axis=1),
-            "class_share": pd.Series(labels).map(counts).to_numpy(),
-            "in_train": [h in train_hashes for h in image_hashes(images)],
         }
+    )
+
+
+class ChannelStats:
+    """Per-channel mean and standard deviation of pixels in [0, 1], accumulated over a stream
+    of image batches in float64 (sums of values and of squares)."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def update(self, images: np.ndarray) -> None:
+        scale = 255.0 if images.dtype == np.uint8 else 1.0
+        values = images.astype(np.float64) / scale
+        self.count += values.shape[0] * values.shape[2] * values.shape[3]
+        self.total = self.total + values.sum(axis=(0, 2, 3))
+        self.squares = self.squares + (values * values).sum(axis=(0, 2, 3))
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Rounded to 6 decimals, as stored in meta.json and the data profile."""
+        mean = self.total / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - mean * mean, 0.0))
+        return [round(float(m), 6) for m in mean], [round(float(max(s, 1e-6)), 6) for s in std]
+
+
+def _split_frame(rows: pd.DataFrame, train_hashes: set[str]) -> pd.DataFrame:
+    shares = rows["label"].value_counts(normalize=True)
+    return rows.assign(
+        class_share=rows["label"].map(shares).to_numpy(),
+        in_train=rows["hash"].isin(train_hashes).to_numpy(),
     )
 
 
@@ -162,21 +185,20 @@ def run_checks(frames: list[tuple[str, pd.DataFrame, Checks]]) -> list[CheckResu
 
 
 def validate_splits(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    num_classes: int,
-    balance_tolerance: float,
+    rows: dict[str, pd.DataFrame], num_classes: int, balance_tolerance: float
 ) -> list[CheckResult]:
-    """Run the suite on each split; `train` must be among them (the leakage reference)."""
-    train_hashes = set(image_hashes(splits["train"][0]))
-    expected_shape = "x".join(map(str, splits["train"][0].shape[1:]))
+    """Run the suite on each split's `sample_rows`; `train` must be among them (the leakage
+    reference)."""
+    train_hashes = set(rows["train"]["hash"])
+    expected_shape = rows["train"]["shape"].iloc[0] if len(rows["train"]) else ""
     return run_checks(
         [
             (
                 split,
-                _split_frame(images, labels, train_hashes),
+                _split_frame(frame, train_hashes),
                 _checks(expected_shape, num_classes, balance_tolerance, split != "train"),
             )
-            for split, (images, labels) in splits.items()
+            for split, frame in rows.items()
         ]
     )
 

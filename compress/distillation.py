@@ -13,7 +13,7 @@ from compress.errors import PipelineError
 from compress.losses import DistillationObjective
 from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher
 from compress.params import TEACHER_STUDENT, DistillParams
-from compress.training import FitResult, fit
+from compress.training import CPU, Compute, FitResult, fit
 
 
 def load_teacher(artifacts: Artifacts, params: DistillParams) -> nn.Module:
@@ -75,7 +75,7 @@ def distill_finetune(
     epochs: int,
     lr: float,
     name: str,
-    device: str = "cpu",
+    compute: Compute = CPU,
     max_grad_norm: float | None = None,
     warmup_epochs: int = 0,
 ) -> FitResult:
@@ -93,7 +93,7 @@ def distill_finetune(
             name,
             extra_parameters=[p for p in objective.parameters() if p.requires_grad],
             on_epoch_start=objective.set_epoch,
-            device=device,
+            compute=compute,
             max_grad_norm=max_grad_norm,
             warmup_epochs=warmup_epochs,
         )

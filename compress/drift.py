@@ -17,51 +17,37 @@ import great_expectations as gx
 import numpy as np
 import pandas as pd
 
-from compress.data_checks import CheckResult, Checks, image_hashes, run_checks
+from compress.data_checks import ChannelStats, CheckResult, Checks, run_checks
 from compress.params import DriftParams
-from compress.sources import RawData
-
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def source_profile(raw: RawData) -> dict:
-    """What the source held as read (before duplicates are dropped): the counts a team's
-    added or removed images change, the formats of the files, and a content hash."""
-    counts = np.bincount(raw.labels, minlength=len(raw.classes))
+def source_profile(rows: pd.DataFrame, classes: list[str]) -> dict:
+    """What the source held as read (before duplicates are dropped), from its `sample_rows`
+    with the files' `size` and `mode`: the counts a team's added or removed images change, the
+    formats of the files, and a content hash."""
+    counts = np.bincount(rows["label"].to_numpy(), minlength=len(classes))
     digest = hashlib.sha1()
-    for image_hash, label in sorted(
-        zip(image_hashes(raw.images), raw.labels.tolist(), strict=True)
-    ):
+    for image_hash, label in sorted(zip(rows["hash"], rows["label"].tolist(), strict=True)):
         digest.update(f"{image_hash}:{label}\n".encode())
     return {
-        "images": int(len(raw.labels)),
-        "class_counts": {name: int(n) for name, n in zip(raw.classes, counts, strict=True)},
-        "sizes": dict(sorted(Counter(raw.sizes).items())),
-        "modes": dict(sorted(Counter(raw.modes).items())),
+        "images": int(len(rows)),
+        "class_counts": {name: int(n) for name, n in zip(classes, counts, strict=True)},
+        "sizes": dict(sorted(Counter(rows["size"]).items())),
+        "modes": dict(sorted(Counter(rows["mode"]).items())),
         "content_hash": digest.hexdigest(),
     }
 
 
-def split_profile(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+def split_profile(labels: np.ndarray, stats: ChannelStats, classes: list[str]) -> dict:
     counts = np.bincount(labels, minlength=len(classes))
+    mean, std = stats.mean_std()
     return {
         "images": int(len(labels)),
         "class_shares": {
             name: round(float(n) / len(labels), 6) for name, n in zip(classes, counts, strict=True)
         },
-        "channel_mean": [round(float(m), 6) for m in images.mean(axis=(0, 2, 3), dtype=np.float64)],
-        "channel_std": [round(float(s), 6) for s in images.std(axis=(0, 2, 3), dtype=np.float64)],
-    }
-
-
-def data_profile(source: dict, splits: Splits, classes: list[str]) -> dict:
-    return {
-        "classes": classes,
-        "source": source,
-        "splits": {
-            name: split_profile(images, labels, classes)
-            for name, (images, labels) in splits.items()
-        },
+        "channel_mean": mean,
+        "channel_std": std,
     }
 
 

@@ -5,17 +5,27 @@ traceback."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import torch.distributed as dist
+
+from compress.distributed import launched_by_torchrun, rank_zero_writes
 from compress.errors import TRANSIENT_EXIT_CODE, PipelineError
+from compress.params import ComputeParams
+from compress.params_file import load_params
 
 QUIET_LIBRARIES = ("great_expectations", "torch_pruning", "nncf")
 
 
 def configure_logging() -> None:
+    """INFO on the console; under torchrun only rank 0 logs progress (the others warnings)."""
+    follower = launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.WARNING if follower else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -23,12 +33,60 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_stage(main: Callable[[], None]) -> None:
+def torchrun_command(module: str, compute: ComputeParams) -> list[str]:
+    """`torchrun` for this stage's module with `compute.nodes` x `compute.processes_per_node`
+    processes: standalone on one machine, a c10d rendezvous at `compute.rendezvous` across
+    several (the same command then runs on every node)."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={compute.nodes}"]
+    command.append(f"--nproc-per-node={compute.processes_per_node}")
+    if compute.nodes == 1:
+        command.append("--standalone")
+    else:
+        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={compute.rendezvous}"]
+    return [*command, "-m", module]
+
+
+def launch_data_parallel() -> bool:
+    """Start the stage again under torchrun when `compute` asks for several processes and
+    this is not already one of them; False when the stage should just run here."""
+    params = load_params()
+    world = params.compute.nodes * params.compute.processes_per_node
+    if world == 1 or launched_by_torchrun():
+        return False
+    for name, batch in (
+        ("teacher.batch_size", params.teacher.batch_size),
+        ("distill.batch_size", params.distill.batch_size),
+    ):
+        if batch % world:
+            raise PipelineError(
+                f"{name}={batch} cannot be split evenly over the {world} training processes "
+                "(compute.nodes x compute.processes_per_node); make it a multiple of them."
+            )
+    module = getattr(sys.modules["__main__"].__spec__, "name", None)
+    if module is None:
+        raise PipelineError(
+            "Run the stage as `python -m stages.<name>` to train on several processes."
+        )
+    logging.getLogger(__name__).info("Launching %d processes with torchrun", world)
+    done = subprocess.run(torchrun_command(module, params.compute), check=False)
+    if done.returncode:
+        sys.exit(done.returncode)
+    return True
+
+
+def run_stage(main: Callable[[], None], data_parallel: bool = False) -> None:
     """Run a stage's main(): a PipelineError exits 1 with its paragraph, an OSError (disk full,
-    read-only folder, a vanished network mount) exits TRANSIENT_EXIT_CODE."""
+    read-only folder, a vanished network mount) exits TRANSIENT_EXIT_CODE. A training stage
+    (`data_parallel`) runs under torchrun when `compute` asks for several processes; then
+    only rank 0 writes."""
     configure_logging()
     try:
-        main()
+        if data_parallel and launch_data_parallel():
+            return
+        with rank_zero_writes(Path.cwd()):
+            main()
+        if dist.is_initialized():
+            dist.destroy_process_group()
     except PipelineError as error:
         print(f"\nERROR: {error}\n", file=sys.stderr)
         sys.exit(1)

@@ -1,11 +1,11 @@
 """Data sources by `data.source` (a registry), and the one image decoder that preparation,
-`compress predict` and the end-to-end benchmark share. A source yields images in [0, 1] as
-(N, C, H, W) float32 with integer labels and class names."""
+`compress predict` and the end-to-end benchmark share. A source yields its images one at a
+time, so that no source is ever held in memory whole."""
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -22,52 +22,58 @@ IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
 @dataclass
-class RawData:
-    """What a source yields: images in [0, 1] as (N, C, H, W) float32 and integer labels."""
+class Sample:
+    """One image as a source read it: (C, H, W) uint8 pixels (float32 in [0, 1] for a source
+    whose pixels are not 8-bit), its label, and the file's own size ("WxH") and mode."""
 
-    images: np.ndarray
-    labels: np.ndarray
+    image: np.ndarray
+    label: int
+    size: str
+    mode: str
+
+
+@dataclass
+class Source:
+    """What a source yields: its classes and its samples as a stream, read once; an official
+    test split (CIFAR-10) as a second stream. Unreadable files are skipped and listed in
+    `skipped` while `samples` is read."""
+
     classes: list[str]
-    official_test: tuple[np.ndarray, np.ndarray] | None = None
-    skipped: list[str] = field(default_factory=list)  # unreadable files, by path
-    # per image as it came, before any conversion: "WxH" and the PIL mode (for drift checks)
-    sizes: list[str] = field(default_factory=list)
-    modes: list[str] = field(default_factory=list)
+    samples: Iterator[Sample]
+    official_test: Iterator[Sample] | None = None
+    skipped: list[str] = field(default_factory=list)
 
 
-def load_digits_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:
+def load_digits_source(path: str | None, image_size: int | None, channels: int | None) -> Source:
     """scikit-learn's bundled 8x8 digits (values 0..16): no download, the default. Upsampled to
     16x16 unless `data.image_size` says otherwise: at 8x8 a small student's stride-2 stages
-    leave it a single pixel."""
+    leave it a single pixel. Kept as float32: its 17 grey levels upsampled bilinearly are not
+    8-bit values, and rounding them would change every model trained on them."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
-    images = _to_channels(images, channels or 1)
-    images = _resize(images, image_size or DIGITS_SIZE)
-    count = len(bunch.target)
-    return RawData(
-        images,
-        bunch.target.astype(np.int64),
-        [str(c) for c in bunch.target_names],
-        sizes=["8x8"] * count,
-        modes=["L"] * count,
+    images = _resize(_to_channels(images, channels or 1), image_size or DIGITS_SIZE)
+    samples = (
+        Sample(image, int(label), "8x8", "L")
+        for image, label in zip(images, bunch.target, strict=True)
     )
+    return Source([str(c) for c in bunch.target_names], samples)
 
 
 def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
     """Any PIL-readable image (grayscale, RGB, RGBA, palette, 16-bit, float) as (C, size, size)
     in [0, 1]. Preparation, `predict` and the end-to-end benchmark all decode through here, so
     a deployed model sees what it was trained on."""
-    return decode_image_file(source, size, channels)[0]
+    return decode_image_file(source, size, channels)[0].astype(np.float32) / 255.0
 
 
 def decode_image_file(
     source: Path | BinaryIO, size: int, channels: int
 ) -> tuple[np.ndarray, str, str]:
-    """`decode_image` plus the file's own size ("WxH") and PIL mode: transparency composited on
-    black, 16-bit and float scaled by their range, then converted to L or RGB and resized
-    bilinearly."""
+    """The image as (C, size, size) uint8 pixels, the file's own size ("WxH") and PIL mode:
+    transparency composited on black, 16-bit and float scaled by their range, then converted
+    to L or RGB and resized bilinearly."""
     with Image.open(source) as image:
         image.load()
         original_size, original_mode = "x".join(map(str, image.size)), image.mode
@@ -83,17 +89,18 @@ def decode_image_file(
             image.paste(rgba, mask=rgba.getchannel("A"))
         image = image.convert("L" if channels == 1 else "RGB")
         image = image.resize((size, size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return array, original_size, original_mode
 
 
 def load_imagefolder_source(
     path: str | None, image_size: int | None, channels: int | None
-) -> RawData:
+) -> Source:
     """A local folder in torchvision's ImageFolder layout (one sub-folder per class, sorted
-    names are the classes). Every file is tried; unreadable ones (corrupt, empty, not an image)
-    are skipped and listed in `RawData.skipped` for the prepare stage to count and judge."""
+    names are the classes), decoded one file at a time as it is read. Every file is tried;
+    unreadable ones (corrupt, empty, not an image) are skipped and listed in `Source.skipped`
+    for the prepare stage to count and judge."""
     root = Path(path or "")
     if not root.is_dir():
         raise PipelineError(
@@ -102,39 +109,33 @@ def load_imagefolder_source(
         )
     size, channels = image_size or 32, channels or 3
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    empty = [d.name for d in class_dirs if not any(f.is_file() for f in d.rglob("*"))]
+    files = [
+        (label, sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith(".")))
+        for label, d in enumerate(class_dirs)
+    ]
+    empty = [class_dirs[label].name for label, found in files if not found]
     if empty:
         raise PipelineError(
             f"Class folder(s) {', '.join(empty)} under data.path '{root}' hold no files; add "
             "images or remove the folder."
         )
-    images, labels, skipped, sizes, modes = [], [], [], [], []
-    for label, class_dir in enumerate(class_dirs):
-        for file in sorted(f for f in class_dir.rglob("*") if f.is_file()):
-            if file.name.startswith("."):
-                continue
-            try:
-                image, original_size, mode = decode_image_file(file, size, channels)
-            except IMAGE_READ_ERRORS:
-                skipped.append(str(file))
-                continue
-            images.append(image)
-            labels.append(label)
-            sizes.append(original_size)
-            modes.append(mode)
-    if not images:
-        raise PipelineError(f"No readable image under data.path '{root}'.")
-    return RawData(
-        np.stack(images).astype(np.float32),
-        np.asarray(labels, dtype=np.int64),
-        [d.name for d in class_dirs],
-        skipped=skipped,
-        sizes=sizes,
-        modes=modes,
-    )
+    source = Source([d.name for d in class_dirs], iter(()))
+
+    def decode_all() -> Iterator[Sample]:
+        for label, class_files in files:
+            for file in class_files:
+                try:
+                    image, original_size, mode = decode_image_file(file, size, channels)
+                except IMAGE_READ_ERRORS:
+                    source.skipped.append(str(file))
+                    continue
+                yield Sample(image, label, original_size, mode)
+
+    source.samples = decode_all()
+    return source
 
 
-def load_cifar10_source(path: str | None, image_size: int | None, channels: int | None) -> RawData:
+def load_cifar10_source(path: str | None, image_size: int | None, channels: int | None) -> Source:
     """CIFAR-10 python batches from a local folder (never downloaded); its test batch stays test."""
     root = Path(path or "")
     batch_dir = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
@@ -146,36 +147,26 @@ def load_cifar10_source(path: str | None, image_size: int | None, channels: int 
             f"{' ...' if len(missing) > 3 else ''}. Unpack cifar-10-python.tar.gz there "
             "(the pipeline never downloads data)."
         )
+    size, channels = image_size or 32, channels or 3
 
-    def read_batches(batch_files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-        data, labels = [], []
+    def read_batches(batch_files: list[Path]) -> Iterator[Sample]:
         for file in batch_files:
             try:
                 with open(file, "rb") as handle:
                     batch = pickle.load(handle, encoding="bytes")
-                data.append(np.asarray(batch[b"data"], dtype=np.uint8))
-                labels.extend(batch[b"labels"])
+                data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                labels = list(batch[b"labels"])
             except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
                 raise PipelineError(f"CIFAR-10 batch '{file}' is corrupt: {error!r}.") from error
-        images = np.concatenate(data).reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
-        images = _resize(_to_channels(images, channels or 3), image_size)
-        return images, np.asarray(labels, dtype=np.int64)
+            for image, label in zip(data, labels, strict=True):
+                yield Sample(_convert_pixels(image, size, channels), int(label), "32x32", "RGB")
 
     with open(batch_dir / "batches.meta", "rb") as handle:
         classes = [name.decode() for name in pickle.load(handle, encoding="bytes")[b"label_names"]]
-    train_images, train_labels = read_batches(files[:5])
-    count = len(train_labels)
-    return RawData(
-        train_images,
-        train_labels,
-        classes,
-        official_test=read_batches(files[5:]),
-        sizes=["32x32"] * count,
-        modes=["RGB"] * count,
-    )
+    return Source(classes, read_batches(files[:5]), official_test=read_batches(files[5:]))
 
 
-SOURCES: dict[str, Callable[[str | None, int | None, int | None], RawData]] = {
+SOURCES: dict[str, Callable[[str | None, int | None, int | None], Source]] = {
     "digits": load_digits_source,
     "imagefolder": load_imagefolder_source,
     "cifar10": load_cifar10_source,
@@ -184,7 +175,7 @@ SOURCES: dict[str, Callable[[str | None, int | None, int | None], RawData]] = {
 
 def load_source(
     name: str, path: str | None, image_size: int | None, channels: int | None
-) -> RawData:
+) -> Source:
     if name not in SOURCES:
         raise PipelineError(f"Unknown data.source '{name}'; valid: {', '.join(SOURCES)}.")
     return SOURCES[name](path, image_size, channels)
@@ -197,6 +188,15 @@ def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(images, 3, axis=1)
     weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
     return (images * weights).sum(axis=1, keepdims=True)
+
+
+def _convert_pixels(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """8-bit RGB (C, H, W) to `channels` and `size` through PIL, as image files are decoded."""
+    if channels == 3 and image.shape[-1] == size:
+        return image
+    picture = Image.fromarray(image.transpose(1, 2, 0)).convert("L" if channels == 1 else "RGB")
+    array = np.asarray(picture.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 def _resize(images: np.ndarray, size: int | None) -> np.ndarray:

@@ -18,7 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from compress.distributed import (
+    average_gradients,
+    from_rank_zero,
+    join_process_group,
+    sum_across_ranks,
+)
 from compress.errors import PipelineError
+from compress.params import ComputeParams
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,26 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where training runs and how many loader processes feed it (`compute:` in params.yaml)."""
+
+    device: str = "cpu"
+    loader_workers: int = 0
+    rank: int = 0
+    world: int = 1  # processes training together (DDP under torchrun)
+
+
+CPU = Compute()
+
+
+def resolve_compute(params: ComputeParams) -> Compute:
+    """The device, loader workers, and this process's place among those torchrun started."""
+    device = resolve_device(params.device)
+    rank, world = join_process_group(device)
+    return Compute(device, params.loader_workers, rank, world)
 
 
 def resolve_device(name: str) -> str:
@@ -89,7 +116,7 @@ def fit(
     name: str,
     extra_parameters: Iterable[nn.Parameter] = (),
     on_epoch_start: Callable[[int, int], None] | None = None,
-    device: str = "cpu",
+    compute: Compute = CPU,
     max_grad_norm: float | None = None,
     warmup_epochs: int = 0,
 ) -> FitResult:
@@ -101,10 +128,13 @@ def fit(
     and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
     clips the gradient norm: QAT of a network whose batch norms are folded into its weights
     has no normalisation left and diverges without it."""
+    device = compute.device
     model.to(device)
     if isinstance(objective, nn.Module):
         objective.to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad] + list(extra_parameters)
+    extra_parameters = list(extra_parameters)
+    parameters = [p for p in model.parameters() if p.requires_grad] + extra_parameters
+    trained = data_parallel(model, compute)
     optimizer = torch.optim.SGD(
         parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
     )
@@ -121,16 +151,18 @@ def fit(
         model.train()
         total_loss, seen = 0.0, 0
         for images, labels in train_loader:
-            loss = objective(model, images.to(device), labels.to(device))
+            loss = objective(trained, images.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(extra_parameters)
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimizer.step()
             scheduler.step()
             total_loss += loss.item() * len(labels)
             seen += len(labels)
-        val_accuracy = accuracy(model, val_loader)
+        total_loss, seen = sum_across_ranks([total_loss, seen])
+        val_accuracy = from_rank_zero([accuracy(model, val_loader)])[0]
         history.append(
             {"epoch": epoch, "train_loss": total_loss / seen, "val_accuracy": val_accuracy}
         )
@@ -150,6 +182,15 @@ def fit(
     if isinstance(objective, nn.Module):
         objective.to("cpu")
     return FitResult(best_epoch, best_accuracy, history, time.perf_counter() - started)
+
+
+def data_parallel(model: nn.Module, compute: Compute) -> nn.Module:
+    """The model wrapped in DistributedDataParallel when several processes train it: its
+    construction broadcasts rank 0's weights, and each backward pass averages the gradients."""
+    if compute.world == 1:
+        return model
+    device_ids = [torch.cuda.current_device()] if compute.device == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from compress.artifacts import Artifacts
 from compress.params_file import load_params
 from compress.runner import run_stage
 from compress.steps.distill import distill
-from compress.training import resolve_device
+from compress.training import resolve_compute
 
 
 def main() -> None:
@@ -13,9 +13,9 @@ def main() -> None:
         params.distill,
         params.data.augment,
         Artifacts.here(),
-        resolve_device(params.compute.device),
+        resolve_compute(params.compute),
     )
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, data_parallel=True)

@@ -18,7 +18,7 @@ FIRST_PARTY = ("compress", "stages", "flows")
 # The library bottom-up: a module may import only modules of a lower layer.
 LAYERS: list[set[str]] = [
     {"compress.errors"},
-    {"compress.atomic", "compress.artifacts"},
+    {"compress.atomic", "compress.artifacts", "compress.shards", "compress.distributed"},
     {"compress.params", "compress.contract", "compress.uncertainty"},
     {"compress.search_params"},
     {"compress.params_file"},

@@ -12,7 +12,7 @@ import torch
 
 from compress.artifacts import Artifacts
 from compress.checkpoints import load_model
-from compress.data import load_info, normalized_dataset
+from compress.data import load_info, load_split, normalize
 from compress.errors import PipelineError
 from compress.models import build_model
 from compress.params import AugmentParams, TeacherParams
@@ -29,7 +29,7 @@ def _run(
 
 def _test_images(artifacts: Artifacts, count: int) -> torch.Tensor:
     info = load_info(artifacts.prepared_dir)
-    return normalized_dataset("test", info, artifacts.prepared_dir).tensors[0][:count]
+    return normalize(load_split("test", artifacts.prepared_dir)[0], info)[:count]
 
 
 def test_metrics_have_every_field_with_sane_values(baseline_artifacts: Artifacts) -> None:

@@ -3,40 +3,72 @@ Expectations: each kind of drift fails its own check with the figures; ordinary 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
-from compress.drift import check_drift, data_profile, drift_report, source_profile
+from compress.data_checks import ChannelStats, sample_rows
+from compress.drift import check_drift, drift_report, source_profile, split_profile
 from compress.params import DriftParams
-from compress.sources import RawData, load_digits_source
+from compress.sources import load_digits_source
 
 TOLERANCES = DriftParams()
 
 
+@dataclass
+class RawData:
+    """A source read into memory, to vary one property at a time."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    sizes: list[str]
+    modes: list[str]
+
+
+def _source_profile(raw: RawData) -> dict:
+    rows = sample_rows(raw.images, raw.labels).assign(size=raw.sizes, mode=raw.modes)
+    return source_profile(rows, raw.classes)
+
+
+def _split(raw: RawData, positions: np.ndarray) -> dict:
+    stats = ChannelStats()
+    stats.update(raw.images[positions])
+    return split_profile(raw.labels[positions], stats, raw.classes)
+
+
 def _profile(raw: RawData) -> dict:
-    """Profile with a deterministic half/half train/test split."""
+    """Profile with a deterministic half/half train/test split, as `prepare` writes it."""
     order = np.random.default_rng(0).permutation(len(raw.labels))
     half = len(order) // 2
-    splits = {
-        "train": (raw.images[order[:half]], raw.labels[order[:half]]),
-        "test": (raw.images[order[half:]], raw.labels[order[half:]]),
-    }
-    return data_profile(source_profile(raw), splits, raw.classes)
+    splits = {"train": _split(raw, order[:half]), "test": _split(raw, order[half:])}
+    return {"classes": raw.classes, "source": _source_profile(raw), "splits": splits}
 
 
 def _subset(raw: RawData, keep: np.ndarray) -> RawData:
+    """The images a boolean mask keeps, or those at the given positions, in that order."""
+    positions = np.flatnonzero(keep) if keep.dtype == bool else keep
     return RawData(
-        raw.images[keep],
-        raw.labels[keep],
+        raw.images[positions],
+        raw.labels[positions],
         raw.classes,
-        sizes=[raw.sizes[i] for i in np.flatnonzero(keep)],
-        modes=[raw.modes[i] for i in np.flatnonzero(keep)],
+        sizes=[raw.sizes[i] for i in positions],
+        modes=[raw.modes[i] for i in positions],
     )
 
 
 @pytest.fixture(scope="module")
 def digits() -> RawData:
-    return load_digits_source(None, None, None)
+    source = load_digits_source(None, None, None)
+    samples = list(source.samples)
+    return RawData(
+        np.stack([sample.image for sample in samples]),
+        np.asarray([sample.label for sample in samples]),
+        source.classes,
+        [sample.size for sample in samples],
+        [sample.mode for sample in samples],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +94,8 @@ def test_same_data_and_thirty_more_images_of_one_class_pass(digits, reference) -
     )
     assert _failed(reference, grown) == {}
     assert (
-        source_profile(grown)["class_counts"]["3"]
-        == source_profile(digits)["class_counts"]["3"] + 30
+        _source_profile(grown)["class_counts"]["3"]
+        == _source_profile(digits)["class_counts"]["3"] + 30
     )
 
 
@@ -122,9 +154,9 @@ def test_another_image_size_and_mode_fail_on_the_source(digits, reference) -> No
 def test_profile_hash_follows_content_not_order(digits) -> None:
     order = np.random.default_rng(1).permutation(len(digits.labels))
     shuffled = _subset(digits, order)
-    assert source_profile(shuffled)["content_hash"] == source_profile(digits)["content_hash"]
+    assert _source_profile(shuffled)["content_hash"] == _source_profile(digits)["content_hash"]
     changed = RawData(
         digits.images.copy(), digits.labels, digits.classes, sizes=digits.sizes, modes=digits.modes
     )
     changed.images[0, 0, 0, 0] += 0.5
-    assert source_profile(changed)["content_hash"] != source_profile(digits)["content_hash"]
+    assert _source_profile(changed)["content_hash"] != _source_profile(digits)["content_hash"]

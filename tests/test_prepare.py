@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from compress.artifacts import Artifacts
-from compress.data import load_info, load_split
-from compress.data_checks import image_hashes
+from compress.data import load_info, load_split, open_split
+from compress.data_checks import sample_rows
 from compress.errors import PipelineError
 from compress.params import DataParams
 from compress.sources import decode_image
@@ -28,7 +28,7 @@ def _load_all(artifacts: Artifacts) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def test_splits_are_disjoint(prepared_artifacts: Artifacts) -> None:
     splits = _load_all(prepared_artifacts)
-    hashes = {name: set(image_hashes(images)) for name, (images, _) in splits.items()}
+    hashes = {name: set(sample_rows(*split)["hash"]) for name, split in splits.items()}
     for index, first in enumerate(SPLITS):
         for second in SPLITS[index + 1 :]:
             assert not hashes[first] & hashes[second], f"{first} and {second} share samples"
@@ -74,9 +74,9 @@ def test_deduplicate_drops_copies_and_conflicting_labels() -> None:
         [np.full((1, 2, 2), value, dtype=np.float32) for value in (0.1, 0.2, 0.1, 0.3, 0.3)]
     )
     labels = np.array([0, 1, 0, 2, 3])
-    kept_images, kept_labels, dropped = deduplicate(images, labels)
+    kept, dropped = deduplicate(sample_rows(images, labels).assign(official_test=False))
     assert dropped == 3
-    assert kept_labels.tolist() == [0, 1]
+    assert labels[kept].tolist() == [0, 1]
 
 
 def test_calibration_size_smaller_than_class_count_is_a_clear_error(tmp_path: Path) -> None:
@@ -131,9 +131,9 @@ def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Pat
         max_bad_fraction=0.1,
         min_per_class=10,
     )
-    splits = prepare(params, artifacts)
-    assert sum(len(labels) for _, labels in splits.values()) == 60
-    for images, _ in splits.values():
+    assert sum(prepare(params, artifacts).values()) == 60
+    for name, (images, _) in _load_all(artifacts).items():
+        assert open_split(name, artifacts.prepared_dir).dtype == np.uint8  # stored as 8-bit
         assert images.shape[1:] == (3, 12, 12) and images.dtype == np.float32
         assert 0.0 <= images.min() and images.max() <= 1.0
     info = load_info(artifacts.prepared_dir)
@@ -202,8 +202,8 @@ def test_cifar10_from_local_pickle_batches(tmp_path: Path) -> None:
         calibration_size=10,
         min_per_class=5,
     )
-    splits = prepare(params, artifacts)
-    assert len(splits["test"][1]) == 20  # the official test batch stays the test split
-    assert sum(len(splits[s][1]) for s in ("train", "val", "calibration")) == 100
-    assert splits["train"][0].shape[1:] == (3, 32, 32)
+    counts = prepare(params, artifacts)
+    assert counts["test"] == 20  # the official test batch stays the test split
+    assert sum(counts[s] for s in ("train", "val", "calibration")) == 100
+    assert load_split("train", artifacts.prepared_dir)[0].shape[1:] == (3, 32, 32)
     assert load_info(artifacts.prepared_dir).classes[0] == "airplane"

@@ -18,7 +18,7 @@ import yaml
 
 from compress.artifacts import Artifacts
 from compress.checkpoints import load_model
-from compress.data import load_info, normalized_dataset
+from compress.data import load_info, load_split, normalize
 from compress.errors import PipelineError
 from compress.models import build_model, fold_batchnorm
 from compress.onnx_export import export_onnx
@@ -55,8 +55,8 @@ def resnet_int8(baseline_artifacts: Artifacts, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("int8")
     prepared = baseline_artifacts.prepared_dir
     info = load_info(prepared)
-    calibration = normalized_dataset("calibration", info, prepared).tensors[0]
-    test = normalized_dataset("test", info, prepared).tensors[0][:200]
+    calibration = normalize(load_split("calibration", prepared)[0], info)
+    test = normalize(load_split("test", prepared)[0], info)[:200]
     model, _ = load_model(baseline_artifacts.teacher_pt)
     model.eval()
     export_onnx(model, SHAPE, folder / "fp32.onnx")

@@ -16,7 +16,14 @@ from PIL import Image
 
 from compress.artifacts import Artifacts
 from compress.checkpoints import save_checkpoint
-from compress.data import eval_loader, load_info, make_loader, normalized_dataset, training_dataset
+from compress.data import (
+    eval_loader,
+    load_info,
+    load_split,
+    make_loader,
+    normalize,
+    training_dataset,
+)
 from compress.models import build_model, fold_batchnorm
 from compress.onnx_export import export_onnx
 from compress.params import (
@@ -58,7 +65,7 @@ def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
 ) -> None:
     prepared = prepared_artifacts.prepared_dir
     info = load_info(prepared)
-    calibration = normalized_dataset("calibration", info, prepared).tensors[0]
+    calibration = normalize(load_split("calibration", prepared)[0], info)
     val = eval_loader("val", info, prepared)
     model = copy.deepcopy(fragile_model)
     fold_batchnorm(model)  # as quantize does before PTQ

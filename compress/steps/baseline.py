@@ -38,7 +38,7 @@ from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
 from compress.params import AugmentParams, BenchmarkParams, TeacherParams
 from compress.quality import classification_metrics
 from compress.runtimes import onnxruntime_runner, run_logits
-from compress.training import cross_entropy_objective, fit, predict, seed_everything
+from compress.training import CPU, Compute, cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def baseline(
     augment: AugmentParams,
     bench: BenchmarkParams,
     artifacts: Artifacts,
-    device: str = "cpu",
+    compute: Compute = CPU,
 ) -> dict:
     info = load_info(artifacts.prepared_dir)
     if params.onnx:
@@ -71,6 +71,7 @@ def baseline(
         params.batch_size,
         shuffle=True,
         seed=params.seed,
+        workers=compute.loader_workers,
     )
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
@@ -90,7 +91,7 @@ def baseline(
             params.lr,
             params.weight_decay,
             "teacher",
-            device=device,
+            compute=compute,
         )
         history, train_seconds = result.history, result.seconds
 

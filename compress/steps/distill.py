@@ -24,13 +24,24 @@ from compress.onnx_teacher import macs_params
 from compress.params import TEACHER_STUDENT, AugmentParams, DistillParams
 from compress.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
 from compress.students import build_student
-from compress.training import FitResult, cross_entropy_objective, fit, predict, seed_everything
+from compress.training import (
+    CPU,
+    Compute,
+    FitResult,
+    cross_entropy_objective,
+    fit,
+    predict,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
 
 def distill(
-    params: DistillParams, augment: AugmentParams, artifacts: Artifacts, device: str = "cpu"
+    params: DistillParams,
+    augment: AugmentParams,
+    artifacts: Artifacts,
+    compute: Compute = CPU,
 ) -> dict:
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
@@ -49,7 +60,7 @@ def distill(
         params.student,
         ratios["params_ratio"],
     )
-    result = train_distilled(student, teacher, params, info, train_set, val_loader, device)
+    result = train_distilled(student, teacher, params, info, train_set, val_loader, compute)
     save_student(artifacts.student_pt, student, record, info)
     export_onnx(student, info.input_shape, artifacts.student_onnx, info.contract())
     student_logits, _ = predict(student, test_loader)
@@ -72,7 +83,7 @@ def distill(
     }
     control_history: list[dict] = []
     if params.control:
-        control_history = train_control(params, info, train_set, val_loader, artifacts, device)
+        control_history = train_control(params, info, train_set, val_loader, artifacts, compute)
         control, _ = load_model(artifacts.control_pt)
         control_logits, _ = predict(control, test_loader)
         metrics["control"] = summarize_model(
@@ -114,7 +125,7 @@ def train_distilled(
     info: DatasetInfo,
     train_set: Dataset,
     val_loader: DataLoader,
-    device: str,
+    compute: Compute,
 ) -> FitResult:
     """Distillation proper, with a check that the teacher came out exactly as it went in."""
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -123,12 +134,12 @@ def train_distilled(
         teacher,
         info.input_shape,
         params,
-        make_loader(train_set, params.batch_size, shuffle=True, seed=params.seed),
+        make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers),
         val_loader,
         params.epochs,
         params.lr,
         "distill",
-        device,
+        compute,
         warmup_epochs=params.lr_warmup_epochs,
     )
     if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
@@ -213,7 +224,7 @@ def train_control(
     train_set: Dataset,
     val_loader: DataLoader,
     artifacts: Artifacts,
-    device: str,
+    compute: Compute,
 ) -> list[dict]:
     """The same student, starting weights, epochs, seed and data on hard labels only."""
     seed_everything(params.seed)
@@ -222,13 +233,13 @@ def train_control(
     result = fit(
         control,
         cross_entropy_objective,
-        make_loader(train_set, params.batch_size, shuffle=True, seed=params.seed),
+        make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers),
         val_loader,
         params.epochs,
         params.lr,
         params.weight_decay,
         "control",
-        device=device,
+        compute=compute,
         warmup_epochs=params.lr_warmup_epochs,
     )
 

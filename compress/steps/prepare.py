@@ -1,5 +1,6 @@
 """Step `prepare`: stratified train/val/test splits plus a calibration set, checked by Great
-Expectations before anything is written to data/prepared/.
+Expectations before anything is written to data/prepared/. The source is streamed once and
+every later pass reads shards, so memory does not grow with the number of images.
 
 The calibration set (for quantization) is held out of train so that the leakage check can
 demand that no test or calibration sample also appears in train.
@@ -7,69 +8,102 @@ demand that no test or calibration sample also appears in train.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
+import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from compress import atomic
 from compress.artifacts import Artifacts
-from compress.data_checks import failure_report, image_hashes, validate_splits
-from compress.drift import data_profile, source_profile
+from compress.data_checks import ChannelStats, failure_report, sample_rows, validate_splits
+from compress.drift import source_profile, split_profile
 from compress.errors import PipelineError
 from compress.params import DataParams
-from compress.sources import RawData, load_source
+from compress.shards import ShardReader, ShardWriter
+from compress.sources import Source, load_source
 
 log = logging.getLogger(__name__)
 
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+Splits = dict[str, np.ndarray]  # split name -> positions of its images among the staged ones
+SCAN_BATCH = 256
 
 
-def deduplicate(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep the first copy of each identical image; drop images seen with two labels."""
+def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.DataFrame]:
+    """One streaming pass over the source: every readable image is staged on disk (shards, in
+    the order read: the pool, then an official test split) and described by one row
+    (`sample_rows` plus the file's size and mode, and whether it is official test)."""
+    writer: ShardWriter | None = None
+    frames: list[pd.DataFrame] = []
+    streams = ((False, source.samples), (True, source.official_test or iter(())))
+    for official, stream in streams:
+        while batch := list(itertools.islice(stream, SCAN_BATCH)):
+            images = np.stack([sample.image for sample in batch])
+            labels = np.asarray([sample.label for sample in batch], dtype=np.int64)
+            if writer is None:
+                writer = ShardWriter(staging_dir, "staged", images.dtype.name, images.shape[1:])
+            for image, label in zip(images, labels, strict=True):
+                writer.add(image, label)
+            frames.append(
+                sample_rows(images, labels).assign(
+                    size=[sample.size for sample in batch],
+                    mode=[sample.mode for sample in batch],
+                    official_test=official,
+                )
+            )
+    if writer is None:
+        raise PipelineError("The source holds no readable image; check data.source and data.path.")
+    writer.close()
+    return ShardReader(staging_dir, "staged"), pd.concat(frames, ignore_index=True)
+
+
+def deduplicate(rows: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Positions of the pool's images to keep: the first copy of each identical image; images
+    seen with two labels are dropped."""
     first_label: dict[str, int] = {}
     conflicting: set[str] = set()
     keep: list[int] = []
-    hashes = image_hashes(images)
-    for index, (digest, label) in enumerate(zip(hashes, labels, strict=True)):
+    pool = rows[~rows["official_test"]]
+    for position, digest, label in zip(pool.index, pool["hash"], pool["label"], strict=True):
         if digest in first_label:
             if first_label[digest] != label:
                 conflicting.add(digest)
             continue
         first_label[digest] = int(label)
-        keep.append(index)
-    keep = [i for i in keep if hashes[i] not in conflicting]
-    return images[keep], labels[keep], len(images) - len(keep)
+        keep.append(position)
+    kept = np.asarray([p for p in keep if rows.at[p, "hash"] not in conflicting], dtype=np.int64)
+    return kept, len(pool) - len(kept)
 
 
-def check_readable(raw: RawData, max_bad_fraction: float) -> None:
+def check_readable(skipped: list[str], readable: int, max_bad_fraction: float) -> None:
     """Unreadable files are skipped, logged, and fatal above `data.max_bad_fraction`."""
-    if not raw.skipped:
+    if not skipped:
         return
-    total = len(raw.skipped) + len(raw.labels)
-    first = ", ".join(raw.skipped[:5])
-    log.warning("Skipped %d unreadable file(s) of %d: %s", len(raw.skipped), total, first)
-    if len(raw.skipped) / total > max_bad_fraction:
+    total = len(skipped) + readable
+    first = ", ".join(skipped[:5])
+    log.warning("Skipped %d unreadable file(s) of %d: %s", len(skipped), total, first)
+    if len(skipped) / total > max_bad_fraction:
         raise PipelineError(
-            f"{len(raw.skipped)} of {total} files ({len(raw.skipped) / total:.1%}) could not be read "
+            f"{len(skipped)} of {total} files ({len(skipped) / total:.1%}) could not be read "
             f"as images, above data.max_bad_fraction={max_bad_fraction}; first: {first}. Remove "
             "or fix them, or raise data.max_bad_fraction."
         )
 
 
-def check_class_counts(raw: RawData, min_per_class: int) -> None:
+def check_class_counts(labels: np.ndarray, classes: list[str], min_per_class: int) -> None:
     """At least two classes, each with at least `data.min_per_class` distinct images."""
-    if len(raw.classes) < 2:
+    if len(classes) < 2:
         raise PipelineError(
-            f"The data has {len(raw.classes)} class ({', '.join(raw.classes)}); classification "
+            f"The data has {len(classes)} class ({', '.join(classes)}); classification "
             "needs at least 2. Add a folder of images per class under data.path."
         )
-    counts = np.bincount(raw.labels, minlength=len(raw.classes))
-    small = [f"{raw.classes[i]} ({n})" for i, n in enumerate(counts) if n < min_per_class]
+    counts = np.bincount(labels, minlength=len(classes))
+    small = [f"{classes[i]} ({n})" for i, n in enumerate(counts) if n < min_per_class]
     if small:
         raise PipelineError(
             f"Class(es) {', '.join(small)} have fewer than data.min_per_class={min_per_class} "
@@ -78,44 +112,43 @@ def check_class_counts(raw: RawData, min_per_class: int) -> None:
 
 
 def split_data(
-    raw: RawData, val_fraction: float, test_fraction: float, calibration_size: int, seed: int
+    rows: pd.DataFrame, kept: np.ndarray, params: DataParams, num_classes: int
 ) -> Splits:
-    """Stratified splits with a fixed seed; an official test split (CIFAR-10) is kept as is."""
-    num_classes = len(raw.classes)
-    images, labels = raw.images, raw.labels
-    if raw.official_test is not None:
-        test_images, test_labels = raw.official_test
-    else:
-        images, test_images, labels, test_labels = _stratified(
-            images, labels, test_fraction, seed, "data.test_fraction"
+    """Stratified splits of the kept images with a fixed seed; an official test split
+    (CIFAR-10) is kept as is."""
+    labels = rows["label"].to_numpy()
+    official = np.flatnonzero(rows["official_test"].to_numpy())
+    pool, test = kept, official
+    if not len(official):
+        pool, test = _stratified(
+            kept, labels, params.test_fraction, params.seed, "data.test_fraction"
         )
-    pool_images, val_images, pool_labels, val_labels = _stratified(
-        images,
-        labels,
-        val_fraction / (1 - (0 if raw.official_test else test_fraction)),
-        seed + 1,
-        "data.val_fraction",
+    held_out = 0 if len(official) else params.test_fraction
+    pool, val = _stratified(
+        pool, labels, params.val_fraction / (1 - held_out), params.seed + 1, "data.val_fraction"
     )
-    if not num_classes <= calibration_size < len(pool_labels) // 2:
+    calibration_size = params.calibration_size
+    if not num_classes <= calibration_size < len(pool) // 2:
         raise PipelineError(
             f"data.calibration_size={calibration_size} must be at least the number of classes "
-            f"({num_classes}) and below half of the {len(pool_labels)} training samples left after "
+            f"({num_classes}) and below half of the {len(pool)} training samples left after "
             "the test and validation splits; change data.calibration_size in params.yaml."
         )
-    train_images, calib_images, train_labels, calib_labels = _stratified(
-        pool_images, pool_labels, calibration_size, seed + 2, "data.calibration_size"
+    train, calibration = _stratified(
+        pool, labels, calibration_size, params.seed + 2, "data.calibration_size"
     )
-    return {
-        "train": (train_images, train_labels),
-        "val": (val_images, val_labels),
-        "test": (test_images, test_labels),
-        "calibration": (calib_images, calib_labels),
-    }
+    return {"train": train, "val": val, "test": test, "calibration": calibration}
 
 
-def _stratified(images: np.ndarray, labels: np.ndarray, size: float | int, seed: int, param: str):
+def _stratified(
+    positions: np.ndarray, labels: np.ndarray, size: float | int, seed: int, param: str
+) -> tuple[np.ndarray, np.ndarray]:
     try:
-        return train_test_split(images, labels, test_size=size, stratify=labels, random_state=seed)
+        return tuple(
+            train_test_split(
+                positions, test_size=size, stratify=labels[positions], random_state=seed
+            )
+        )
     except ValueError as error:
         raise PipelineError(
             f"Cannot make a stratified split for {param}={size}: {error}. Every class needs enough "
@@ -123,81 +156,100 @@ def _stratified(images: np.ndarray, labels: np.ndarray, size: float | int, seed:
         ) from error
 
 
-def channel_stats(train_images: np.ndarray) -> tuple[list[float], list[float]]:
-    mean = train_images.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = train_images.std(axis=(0, 2, 3), dtype=np.float64)
-    return [round(float(m), 6) for m in mean], [round(float(max(s, 1e-6)), 6) for s in std]
-
-
-def write_prepared(splits: Splits, raw: RawData, source: str, out_dir: Path) -> None:
-    mean, std = channel_stats(splits["train"][0])
+def write_prepared(
+    splits: Splits, staged: ShardReader, classes: list[str], source: str, out_dir: Path
+) -> dict[str, dict]:
+    """Each split's shards, index and labels, then meta.json, streamed from the staged images;
+    returns each split's profile (class shares, channel statistics) from the same pass."""
+    profiles: dict[str, dict] = {}
 
     def build(tmp_dir: Path) -> None:
-        for name, (images, labels) in splits.items():
-            torch.save(
-                {
-                    "images": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-                    "labels": torch.from_numpy(labels.astype(np.int64)),
-                },
-                tmp_dir / f"{name}.pt",
-            )
+        for name, positions in splits.items():
+            writer = ShardWriter(tmp_dir, name, staged.dtype.name, staged.image_shape)
+            stats = ChannelStats()
+            for start in range(0, len(positions), SCAN_BATCH):
+                images = np.stack([staged[int(p)] for p in positions[start : start + SCAN_BATCH]])
+                stats.update(images)
+                for image, position in zip(
+                    images, positions[start : start + SCAN_BATCH], strict=True
+                ):
+                    writer.add(image, int(staged.labels[position]))
+            writer.close()
+            profiles[name] = split_profile(staged.labels[positions], stats, classes)
         meta = {
             "source": source,
-            "classes": raw.classes,
-            "channels": int(splits["train"][0].shape[1]),
-            "image_size": int(splits["train"][0].shape[2]),
-            "mean": mean,
-            "std": std,
-            "counts": {name: int(len(labels)) for name, (_, labels) in splits.items()},
+            "classes": classes,
+            "channels": int(staged.image_shape[0]),
+            "image_size": int(staged.image_shape[1]),
+            "mean": profiles["train"]["channel_mean"],
+            "std": profiles["train"]["channel_std"],
+            "counts": {name: int(len(positions)) for name, positions in splits.items()},
+            "pixels": staged.dtype.name,
         }
         (tmp_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     atomic.replace_dir(out_dir, build)
+    return profiles
 
 
-def prepare(params: DataParams, artifacts: Artifacts) -> Splits:
-    """Load the source (a user's folder only from data/input/, which DVC tracks), drop
-    duplicates, split, check with Great Expectations, then write data/prepared/ and the data
+def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
+    """Stream the source (a user's folder only from data/input/, which DVC tracks) once into
+    staged shards with one row per image, drop duplicates, split, check the rows with Great
+    Expectations, then write data/prepared/ (shards streamed from the staged ones) and the data
     profile (only when every check passed) and metrics/data_checks.json."""
     source_path = (
         str(artifacts.tracked_input(params.path, "data.path", artifacts.data_input_dir))
         if params.path
         else None
     )
-    raw = load_source(params.source, source_path, params.image_size, params.channels)
-    check_readable(raw, params.max_bad_fraction)
-    source = source_profile(raw)
-    raw.images, raw.labels, dropped = deduplicate(raw.images, raw.labels)
-    check_class_counts(raw, params.min_per_class)
-    log.info(
-        "Loaded %d samples of %d classes from '%s' (%d duplicates dropped)",
-        len(raw.labels),
-        len(raw.classes),
-        params.source,
-        dropped,
-    )
-    splits = split_data(
-        raw, params.val_fraction, params.test_fraction, params.calibration_size, params.seed
-    )
-    results = validate_splits(splits, len(raw.classes), params.class_balance_tolerance)
+    source = load_source(params.source, source_path, params.image_size, params.channels)
+    artifacts.prepared_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=artifacts.prepared_dir.parent, prefix=".staging-") as tmp:
+        staged, rows = scan_source(source, Path(tmp))
+        check_readable(source.skipped, int((~rows["official_test"]).sum()), params.max_bad_fraction)
+        source_figures = source_profile(rows[~rows["official_test"]], source.classes)
+        kept, dropped = deduplicate(rows)
+        check_class_counts(rows["label"].to_numpy()[kept], source.classes, params.min_per_class)
+        log.info(
+            "Read %d samples of %d classes from '%s' (%d duplicates dropped)",
+            len(kept),
+            len(source.classes),
+            params.source,
+            dropped,
+        )
+        splits = split_data(rows, kept, params, len(source.classes))
+        split_rows = {name: rows.iloc[p].reset_index(drop=True) for name, p in splits.items()}
+        _check(split_rows, source, dropped, params, artifacts)
+        profiles = write_prepared(
+            splits, staged, source.classes, params.source, artifacts.prepared_dir
+        )
+        staged.close()
+    profile = {"classes": source.classes, "source": source_figures, "splits": profiles}
+    atomic.write_json(artifacts.data_profile, profile)
+    counts = {name: len(positions) for name, positions in splits.items()}
+    log.info("Wrote %s: %s", artifacts.prepared_dir, counts)
+    return counts
+
+
+def _check(
+    split_rows: dict[str, pd.DataFrame],
+    source: Source,
+    dropped: int,
+    params: DataParams,
+    artifacts: Artifacts,
+) -> None:
+    """Great Expectations on every split's rows; metrics/data_checks.json either way."""
+    results = validate_splits(split_rows, len(source.classes), params.class_balance_tolerance)
     passed = all(result.success for result in results)
     atomic.write_json(
         artifacts.data_checks,
         {
             "success": passed,
             "duplicates_dropped": dropped,
-            "unreadable_files": {"count": len(raw.skipped), "first": raw.skipped[:10]},
-            "counts": {name: int(len(labels)) for name, (_, labels) in splits.items()},
+            "unreadable_files": {"count": len(source.skipped), "first": source.skipped[:10]},
+            "counts": {name: int(len(frame)) for name, frame in split_rows.items()},
             "checks": [asdict(result) for result in results],
         },
     )
     if not passed:
         raise PipelineError(failure_report(results))
-    atomic.write_json(artifacts.data_profile, data_profile(source, splits, raw.classes))
-    write_prepared(splits, raw, params.source, artifacts.prepared_dir)
-    log.info(
-        "Wrote %s: %s",
-        artifacts.prepared_dir,
-        {name: len(labels) for name, (_, labels) in splits.items()},
-    )
-    return splits

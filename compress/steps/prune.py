@@ -28,7 +28,7 @@ from compress.onnx_export import export_onnx
 from compress.onnx_teacher import macs_params
 from compress.params import AugmentParams, BenchmarkParams, DistillParams, PruneParams
 from compress.pruning import MacsPruner
-from compress.training import accuracy, seed_everything
+from compress.training import CPU, Compute, accuracy, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def prune(
     augment: AugmentParams,
     bench: BenchmarkParams,
     artifacts: Artifacts,
-    device: str = "cpu",
+    compute: Compute = CPU,
 ) -> dict:
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
@@ -66,7 +66,7 @@ def prune(
         info,
         train_set,
         val_loader,
-        device,
+        compute,
     )
     save_checkpoint(
         artifacts.pruned_pt,
@@ -160,7 +160,7 @@ def prune_in_rounds(
     info: DatasetInfo,
     train_set: Dataset,
     val_loader: DataLoader,
-    device: str,
+    compute: Compute,
 ) -> list[dict]:
     """`prune.rounds` equal steps toward the MACs target, each followed by distillation
     fine-tuning; one row per round after the `unpruned` one."""
@@ -174,13 +174,17 @@ def prune_in_rounds(
             info.input_shape,
             distill_params,
             make_loader(
-                train_set, distill_params.batch_size, shuffle=True, seed=params.seed + round_index
+                train_set,
+                distill_params.batch_size,
+                True,
+                params.seed + round_index,
+                compute.loader_workers,
             ),
             val_loader,
             params.finetune_epochs,
             distill_params.lr * params.lr_scale,
             f"prune round {round_index}",
-            device,
+            compute,
         )
         macs, param_count = count_macs_params(student, info.input_shape)
         rows.append(

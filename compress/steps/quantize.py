@@ -47,7 +47,7 @@ from compress.quantization import (
 )
 from compress.runtimes import onnx_accuracy
 from compress.sensitivity import float_layer_costs, float_layers
-from compress.training import accuracy, seed_everything
+from compress.training import CPU, Compute, accuracy, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def checked_calibration(info: DatasetInfo, samples: int, artifacts: Artifacts) -
     missing = sorted(set(range(info.num_classes)) - set(labels.tolist()))
     if len(labels) < 10 or missing:
         raise PipelineError(
-            f"The calibration set '{artifacts.prepared_dir / 'calibration.pt'}' has {len(labels)} samples"
+            f"The calibration split in '{artifacts.prepared_dir}' has {len(labels)} samples"
             f"{f' and misses classes {missing}' if missing else ''}; INT8 calibration needs at least 10 "
             "samples covering every class. Raise data.calibration_size and run `dvc repro prepare`."
         )
@@ -71,7 +71,7 @@ def quantize(
     augment: AugmentParams,
     bench: BenchmarkParams,
     artifacts: Artifacts,
-    device: str = "cpu",
+    compute: Compute = CPU,
 ) -> dict:
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
@@ -95,15 +95,20 @@ def quantize(
     )
     quantized = post_training_quantize(model, calibration, keep_fp32)
     accuracies["ptq_torch"] = accuracy(quantized, test_loader)
-    ptq_drop = accuracies["fp32_torch"] - accuracies["ptq_torch"]
-    run_qat = params.qat.mode == "always" or (
-        params.qat.mode == "auto" and ptq_drop > params.qat.max_ptq_drop
-    )
     if params.sparsity.ratio > 0:
         quantized = apply_sparsity(quantized, params.sparsity.ratio, calibration[:1], keep_fp32)
-    if run_qat or params.sparsity.ratio > 0:
+    ptq_drop = accuracies["fp32_torch"] - accuracies["ptq_torch"]
+    if qat_ran := needs_qat(params, ptq_drop):
         train_qat(
-            quantized, teacher, params, distill_params, augment, info, val_loader, artifacts, device
+            quantized,
+            teacher,
+            params,
+            distill_params,
+            augment,
+            info,
+            val_loader,
+            artifacts,
+            compute,
         )
     masked_layers = bake_sparsity_masks(quantized)
     accuracies["qat_torch"] = accuracy(quantized, test_loader)
@@ -122,7 +127,7 @@ def quantize(
     metrics = {
         "accuracy": accuracies,
         "fp32_layers": float_record,
-        "qat_ran": run_qat or params.sparsity.ratio > 0,
+        "qat_ran": qat_ran,
         "ptq_drop_points": round(ptq_drop * 100, 2),
         **int8_costs(quantized, masked_layers, calibration[:1], info, params, bench, artifacts),
         "int8_weight_tensors": int8_weights,
@@ -141,6 +146,12 @@ def quantize(
     return metrics
 
 
+def needs_qat(params: QuantizeParams, ptq_drop: float) -> bool:
+    """`qat.mode` always, or auto with PTQ too far from float; sparsity is applied in QAT."""
+    auto = params.qat.mode == "auto" and ptq_drop > params.qat.max_ptq_drop
+    return params.qat.mode == "always" or auto or params.sparsity.ratio > 0
+
+
 def train_qat(
     quantized: nn.Module,
     teacher: nn.Module,
@@ -150,7 +161,7 @@ def train_qat(
     info: DatasetInfo,
     val_loader: DataLoader,
     artifacts: Artifacts,
-    device: str,
+    compute: Compute,
 ) -> None:
     """QAT with the distillation loss, dropout off (its noise on top of the quantizers' stalls
     the short fine-tuning) and the gradient norm clipped."""
@@ -165,12 +176,14 @@ def train_qat(
         teacher,
         info.input_shape,
         distill_params,
-        make_loader(train_set, distill_params.batch_size, shuffle=True, seed=params.seed),
+        make_loader(
+            train_set, distill_params.batch_size, True, params.seed, compute.loader_workers
+        ),
         val_loader,
         params.qat.epochs,
         distill_params.lr * params.qat.lr_scale,
         "QAT",
-        device,
+        compute,
         params.qat.max_grad_norm,
     )
 

@@ -1,0 +1,106 @@
+"""Prepared splits as shards: a round trip over several shards, the digits default against the
+source it came from, corrupt shards named, and loading that gives the same model with any number
+of loader workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress import shards
+from compress.artifacts import Artifacts
+from compress.data import (
+    eval_loader,
+    load_info,
+    load_split,
+    make_loader,
+    open_split,
+    training_dataset,
+)
+from compress.errors import PipelineError
+from compress.shards import ShardReader, ShardWriter
+from compress.sources import load_digits_source
+from compress.training import Compute, cross_entropy_objective, fit, seed_everything
+from tests.factories import tiny_cnn
+
+
+def _write(directory: Path, images: np.ndarray, labels: np.ndarray) -> ShardReader:
+    writer = ShardWriter(directory, "train", images.dtype.name, images.shape[1:])
+    for image, label in zip(images, labels, strict=True):
+        writer.add(image, label)
+    writer.close()
+    return ShardReader(directory, "train")
+
+
+def test_round_trip_over_several_shards(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(shards, "SHARD_BYTES", 7 * 3 * 5 * 5)  # 7 uint8 images per shard
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (40, 3, 5, 5), dtype=np.uint8)
+    labels = generator.integers(0, 4, 40)
+    reader = _write(tmp_path, images, labels)
+    assert len(reader.files) == 6 and reader.counts == [7, 7, 7, 7, 7, 5]
+    assert all(np.array_equal(reader[i], images[i]) for i in (0, 6, 7, 13, 35, 39))
+    np.testing.assert_array_equal(np.concatenate(list(reader.chunks(size=4))), images)
+    np.testing.assert_array_equal(reader.read_all(), images)
+    np.testing.assert_array_equal(reader.labels, labels)
+
+
+def test_digits_default_holds_exactly_the_source_images(prepared_artifacts: Artifacts) -> None:
+    """Float32 digits are stored as they are (not rounded to 8 bits): every prepared image is
+    bit-for-bit one of the source's, each once."""
+    source = {
+        sample.image.tobytes(): sample.label for sample in load_digits_source(None, 8, None).samples
+    }
+    seen = []
+    for name in ("train", "val", "test", "calibration"):
+        reader = open_split(name, prepared_artifacts.prepared_dir)
+        assert reader.dtype == np.float32
+        for index in range(len(reader)):
+            key = reader[index].tobytes()
+            assert source[key] == reader.labels[index]
+            seen.append(key)
+    assert len(seen) == len(set(seen)) == len(source)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[:-100]),  # truncated
+        lambda path: path.write_bytes(b"not a numpy file at all" * 10),
+    ],
+    ids=["truncated", "garbage"],
+)
+def test_a_corrupt_shard_is_named(prepared_copy: Artifacts, damage) -> None:
+    shard = prepared_copy.prepared_dir / "val-00000.npy"
+    damage(shard)
+    with pytest.raises(PipelineError, match=r"Shard '.*val-00000\.npy' is (corrupt|unreadable)"):
+        load_split("val", prepared_copy.prepared_dir)
+
+
+def _one_epoch(artifacts: Artifacts, workers: int) -> dict[str, torch.Tensor]:
+    info = load_info(artifacts.prepared_dir)
+    seed_everything(0)
+    model = tiny_cnn(info.num_classes, info.channels)
+    train = training_dataset(info, 1, True, artifacts.prepared_dir)
+    val = eval_loader("val", info, artifacts.prepared_dir)
+    fit(
+        model,
+        cross_entropy_objective,
+        make_loader(train, 32, True, seed=3, workers=workers),
+        val,
+        1,
+        0.05,
+        5e-4,
+        f"workers={workers}",
+        compute=Compute(loader_workers=workers),
+    )
+    return model.state_dict()
+
+
+def test_the_same_model_with_zero_or_two_loader_workers(prepared_artifacts: Artifacts) -> None:
+    """Order and augmentations (shifts and flips) are seeded per image in the main process."""
+    alone, with_workers = _one_epoch(prepared_artifacts, 0), _one_epoch(prepared_artifacts, 2)
+    assert all(torch.equal(alone[key], with_workers[key]) for key in alone)
