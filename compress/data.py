@@ -109,22 +109,27 @@ class SplitDataset(Dataset):
         return (image - self.mean) / self.std, self.labels[index]
 
 
-class SeededSampler(Sampler[tuple[int, int]]):
+class SeededSampler(Sampler[tuple[int, int] | int]):
     """Each epoch: a permutation of the split and one augmentation seed per image, both drawn
-    from the loader's seeded generator in the main process. With `world` processes (DDP),
-    process `rank` takes every `world`-th image of the same permutation."""
+    from the loader's seeded generator in the main process (indices alone for a dataset that
+    takes no seed). With `world` processes (DDP), process `rank` takes every `world`-th image
+    of the same permutation."""
 
-    def __init__(self, size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
+    def __init__(
+        self, size: int, generator: torch.Generator, rank: int, world: int, with_seeds: bool
+    ):
         self.size, self.generator, self.rank, self.world = size, generator, rank, world
+        self.with_seeds = with_seeds
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int] | int]:
         order = torch.randperm(self.size, generator=self.generator)
         seeds = torch.randint(0, 2**62, (self.size,), generator=self.generator)
         for position in range(self.rank, self.size, self.world):
-            yield int(order[position]), int(seeds[position])
+            index = int(order[position])
+            yield (index, int(seeds[position])) if self.with_seeds else index
 
 
 def normalized_dataset(name: str, info: DatasetInfo, prepared_dir: Path) -> SplitDataset:
@@ -173,7 +178,8 @@ def make_loader(
             f"A training batch of {batch_size} cannot be split evenly over {world} processes; "
             "make the batch sizes multiples of compute.nodes x compute.processes_per_node."
         )
-    sampler = SeededSampler(len(dataset), generator, rank, world) if shuffle else None
+    seeded = isinstance(dataset, SplitDataset)
+    sampler = SeededSampler(len(dataset), generator, rank, world, seeded) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size // world,

@@ -7,7 +7,7 @@ import difflib
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from compress.errors import PipelineError
 from compress.params import (
@@ -44,6 +44,21 @@ class Params(Section):
     registry: RegistryParams = Field(default_factory=RegistryParams)
     drift: DriftParams = Field(default_factory=DriftParams)
     search: SearchParams = Field(default_factory=SearchParams)
+
+    @model_validator(mode="after")
+    def _batches_split_over_processes(self) -> Params:
+        """Each data-parallel process takes an equal share of every training batch."""
+        world = self.compute.nodes * self.compute.processes_per_node
+        for name, batch in (
+            ("teacher.batch_size", self.teacher.batch_size),
+            ("distill.batch_size", self.distill.batch_size),
+        ):
+            if batch % world:
+                raise ValueError(
+                    f"{name}={batch} cannot be split evenly over the {world} training processes "
+                    "(compute.nodes x compute.processes_per_node); make it a multiple of them"
+                )
+        return self
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -106,4 +121,8 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
             problems += _explain(name, model, error)
     if problems:
         raise PipelineError(f"Invalid params in '{path}': " + " ".join(problems))
-    return Params(**sections)
+    try:
+        return Params(**sections)
+    except ValidationError as error:  # a rule across sections
+        problems = [problem["msg"].removeprefix("Value error, ") for problem in error.errors()]
+        raise PipelineError(f"Invalid params in '{path}': " + "; ".join(problems) + ".") from error

@@ -53,15 +53,6 @@ def launch_data_parallel() -> bool:
     world = params.compute.nodes * params.compute.processes_per_node
     if world == 1 or launched_by_torchrun():
         return False
-    for name, batch in (
-        ("teacher.batch_size", params.teacher.batch_size),
-        ("distill.batch_size", params.distill.batch_size),
-    ):
-        if batch % world:
-            raise PipelineError(
-                f"{name}={batch} cannot be split evenly over the {world} training processes "
-                "(compute.nodes x compute.processes_per_node); make it a multiple of them."
-            )
     module = getattr(sys.modules["__main__"].__spec__, "name", None)
     if module is None:
         raise PipelineError(

@@ -40,7 +40,6 @@ def bare_sequential(num_classes: int, in_channels: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
 
 
-
 class ConvMLP(nn.Module):
     """One convolution, then a batch-normalised MLP on a 4x4 grid of its features: learns
     digits in a few epochs (the global pooling of TinyCNN needs many), for the data-parallel

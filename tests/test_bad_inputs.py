@@ -25,6 +25,7 @@ from compress.errors import TRANSIENT_EXIT_CODE
 from compress.models import build_model
 from compress.onnx_export import export_onnx
 from compress.runner import run_stage
+from compress.shards import ShardReader, ShardWriter
 from tests.conftest import REPO_ROOT
 from tests.factories import tiny_cnn
 
@@ -135,8 +136,16 @@ def _remove(relative: str) -> Callable[[Path], None]:
 
 
 def _tiny_calibration(folder: Path) -> None:
-    payload = torch.load(folder / "data/prepared/calibration.pt", weights_only=True)
-    torch.save({k: v[:5] for k, v in payload.items()}, folder / "data/prepared/calibration.pt")
+    """The calibration split rewritten with its first 5 images."""
+    prepared = folder / "data/prepared"
+    reader = ShardReader(prepared, "calibration")
+    images, labels = reader.read_all()[:5], reader.labels[:5]
+    for shard in reader.files:
+        shard.unlink()
+    writer = ShardWriter(prepared, "calibration", reader.dtype.name, reader.image_shape)
+    for image, label in zip(images, labels, strict=True):
+        writer.add(image, label)
+    writer.close()
 
 
 def _image_folder(counts: dict[str, int], bad: int = 0) -> Callable[[Path], None]:
@@ -180,6 +189,14 @@ CASES = [
     ("objective", "prepare", _set("evaluate", objective="cheap"), 1, ["evaluate.objective"]),
     ("cron", "prepare", _set("registry", schedule="mondays"), 1, ["registry.schedule"]),
     ("device", "prepare", _set("compute", device="tpu"), 1, ["compute.device"]),
+    ("nodes", "prepare", _set("compute", nodes=2), 1, ["compute.rendezvous", "first node"]),
+    (
+        "batch_over_processes",
+        "distill",
+        _set("compute", processes_per_node=3),
+        1,
+        ["teacher.batch_size=64", "compute.processes_per_node"],
+    ),
     ("not_yaml", "prepare", _raw_params("data: [unclosed\n"), 1, ["not valid YAML"]),
     ("teacher_arch", "baseline", _set("teacher", arch="resnet1000"), 1, ["resnet1000", "resnet18"]),
     ("student_arch", "distill", _set("distill", student="tinynet"), 1, ["distill.student"]),
@@ -219,12 +236,18 @@ CASES = [
     (
         "missing_split",
         "distill",
-        _remove("data/prepared/train.pt"),
+        _remove("data/prepared/train.index.json"),
         1,
-        ["train.pt", "dvc repro prepare"],
+        ["train.index.json", "dvc repro prepare"],
     ),
-    ("corrupt_split", "distill", _corrupt("data/prepared/val.pt"), 1, ["val.pt", "unreadable"]),
-    ("tiny_calibration", "quantize", _tiny_calibration, 1, ["calibration.pt", "5 samples"]),
+    (
+        "corrupt_split",
+        "distill",
+        _corrupt("data/prepared/val-00000.npy"),
+        1,
+        ["Shard", "val-00000.npy", "dvc repro prepare --force"],
+    ),
+    ("tiny_calibration", "quantize", _tiny_calibration, 1, ["calibration split", "5 samples"]),
     # checkpoints and ONNX files
     (
         "missing_ckpt",
