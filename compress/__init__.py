@@ -6,9 +6,3 @@ inference, quality figures, decisions, report; data checks, pruning, the trainin
 benchmarks and checkpoints; distillation and quantization; the steps (one per DVC stage);
 the stage runner. Imports point down only, and none sits inside a function.
 """
-
-import os
-
-# NNCF compiles and loads its C++ extension on first use and gives up after 60 s by default;
-# on a busy 2-core machine that load has taken longer and failed the quantize stage.
-os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")

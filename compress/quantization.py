@@ -5,6 +5,7 @@ JSON text beside the state dict)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from nncf.quantization.advanced_parameters import (
     AdvancedQuantizationParameters,
     QuantizationParameters,
 )
+from nncf.torch.extensions import EXTENSION_LOAD_TIMEOUT_ENV_VAR
 from nncf.torch.function_hook.hook_storage import decode_hook_name
 from nncf.torch.function_hook.pruning.magnitude.modules import UnstructuredPruningMask
 from nncf.torch.function_hook.wrapper import get_hook_storage
@@ -41,6 +43,9 @@ from compress.onnx_export import export_onnx, load_onnx
 from compress.pruning import classifier_layer
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
+# NNCF compiles and loads its C++ extension on first use (it reads this variable then) and gives
+# up after 60 s by default; on a busy 2-core machine the load took longer and failed quantize.
+os.environ.setdefault(EXTENSION_LOAD_TIMEOUT_ENV_VAR, "600")
 
 
 def layer_names(model: nn.Module) -> list[str]:
