@@ -113,7 +113,8 @@ class SeededSampler(Sampler[tuple[int, int] | int]):
     """Each epoch: a permutation of the split and one augmentation seed per image, both drawn
     from the loader's seeded generator in the main process (indices alone for a dataset that
     takes no seed). With `world` processes (DDP), process `rank` takes every `world`-th image
-    of the same permutation."""
+    of the same permutation, which wraps around to a multiple of `world` (as torch's
+    DistributedSampler does) so that every process runs the same number of batches."""
 
     def __init__(
         self, size: int, generator: torch.Generator, rank: int, world: int, with_seeds: bool
@@ -122,12 +123,14 @@ class SeededSampler(Sampler[tuple[int, int] | int]):
         self.with_seeds = with_seeds
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world))
+        return -(-self.size // self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int] | int]:
         order = torch.randperm(self.size, generator=self.generator)
         seeds = torch.randint(0, 2**62, (self.size,), generator=self.generator)
-        for position in range(self.rank, self.size, self.world):
+        padded = len(self) * self.world
+        order, seeds = order.repeat(2)[:padded], seeds.repeat(2)[:padded]
+        for position in range(self.rank, padded, self.world):
             index = int(order[position])
             yield (index, int(seeds[position])) if self.with_seeds else index
 

@@ -13,6 +13,7 @@ import torch
 from compress import shards
 from compress.artifacts import Artifacts
 from compress.data import (
+    SeededSampler,
     eval_loader,
     load_info,
     load_split,
@@ -104,3 +105,13 @@ def test_the_same_model_with_zero_or_two_loader_workers(prepared_artifacts: Arti
     """Order and augmentations (shifts and flips) are seeded per image in the main process."""
     alone, with_workers = _one_epoch(prepared_artifacts, 0), _one_epoch(prepared_artifacts, 2)
     assert all(torch.equal(alone[key], with_workers[key]) for key in alone)
+
+
+def test_processes_share_one_permutation_in_equal_parts() -> None:
+    """DDP: every process runs as many batches as the others (else they deadlock), and
+    together they see the single-process order, every image at least once."""
+    alone = list(SeededSampler(7, torch.Generator().manual_seed(1), 0, 1, True))
+    ranks = [list(SeededSampler(7, torch.Generator().manual_seed(1), r, 2, True)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4
+    assert [key for pair in zip(*ranks, strict=True) for key in pair][:7] == alone
+    assert {index for index, _ in ranks[0] + ranks[1]} == set(range(7))
