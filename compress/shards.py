@@ -68,8 +68,9 @@ class ShardWriter:
         self.shards.append({"file": name, "count": len(self.buffer)})
         self.buffer = []
 
-    def close(self) -> dict:
-        """Write the last shard, the labels and the index; return the index."""
+    def close(self, **summary: object) -> dict:
+        """Write the last shard, the labels and the index (with `summary`: figures about the
+        split computed while it streamed past); return the index."""
         self._flush()
         labels_name = f"{self.split}.labels.npy"
         np.save(self.directory / labels_name, np.asarray(self.labels, dtype=np.int64))
@@ -80,6 +81,7 @@ class ShardWriter:
             "image_shape": list(self.image_shape),
             "labels": labels_name,
             "shards": self.shards,
+            **summary,
         }
         index_file(self.directory, self.split).write_text(json.dumps(index, indent=2) + "\n")
         return index

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Splits = dict[str, np.ndarray]  # split name -> positions of its images among the staged ones
 SCAN_BATCH = 256
+ROW_COLUMNS = ["label", "hash", "pixel_min", "pixel_max", "nonfinite"]
 
 
 def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.DataFrame]:
@@ -157,10 +158,17 @@ def _stratified(
 
 
 def write_prepared(
-    splits: Splits, staged: ShardReader, classes: list[str], source: str, out_dir: Path
+    splits: Splits,
+    staged: ShardReader,
+    rows: pd.DataFrame,
+    classes: list[str],
+    source: str,
+    out_dir: Path,
 ) -> dict[str, dict]:
-    """Each split's shards, index and labels, then meta.json, streamed from the staged images;
-    returns each split's profile (class shares, channel statistics) from the same pass."""
+    """Each split's shards, labels, index (class counts and channel statistics) and rows (label,
+    content hash and pixel range per image: what the duplicate and GX checks read), then
+    meta.json, streamed from the staged images; returns each split's profile."""
+
     profiles: dict[str, dict] = {}
 
     def build(tmp_dir: Path) -> None:
@@ -174,8 +182,17 @@ def write_prepared(
                     images, positions[start : start + SCAN_BATCH], strict=True
                 ):
                     writer.add(image, int(staged.labels[position]))
-            writer.close()
             profiles[name] = split_profile(staged.labels[positions], stats, classes)
+            counts = np.bincount(staged.labels[positions], minlength=len(classes))
+            writer.close(
+                class_counts=dict(zip(classes, counts.tolist(), strict=True)),
+                channel_mean=profiles[name]["channel_mean"],
+                channel_std=profiles[name]["channel_std"],
+                rows=f"{name}.rows.csv",
+            )
+            rows.iloc[positions].to_csv(
+                tmp_dir / f"{name}.rows.csv", columns=ROW_COLUMNS, index=False
+            )
         meta = {
             "source": source,
             "classes": classes,
@@ -221,7 +238,7 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
         split_rows = {name: rows.iloc[p].reset_index(drop=True) for name, p in splits.items()}
         _check(split_rows, source, dropped, params, artifacts)
         profiles = write_prepared(
-            splits, staged, source.classes, params.source, artifacts.prepared_dir
+            splits, staged, rows, source.classes, params.source, artifacts.prepared_dir
         )
         staged.close()
     profile = {"classes": source.classes, "source": source_figures, "splits": profiles}
