@@ -14,6 +14,7 @@ import onnx
 import torch
 from nncf.quantization.advanced_parameters import (
     AdvancedQuantizationParameters,
+    OverflowFix,
     QuantizationParameters,
 )
 from nncf.torch.extensions import EXTENSION_LOAD_TIMEOUT_ENV_VAR
@@ -86,7 +87,14 @@ def post_training_quantize(
     model: nn.Module, calibration: torch.Tensor, keep_fp32: list[str], batch_size: int = 50
 ) -> nn.Module:
     """INT8 PTQ: symmetric per-channel weights, asymmetric per-tensor activations (mixed preset),
-    fast bias correction, statistics from the calibration set in batches."""
+    fast bias correction, statistics from the calibration set in batches. Weights use half the
+    8-bit range in every layer (NNCF's overflow fix): ONNX Runtime's x86 integer kernels
+    multiply uint8 activations by int8 weights with instructions that saturate pairs of
+    products in 16 bits on CPUs without VNNI (AVX2, AVX-512 without VNNI). On such a 2-core AMD
+    EPYC (AVX2 only), a pruned MobileNetV2 quantized over the full range scored 97.78 % with
+    ONNX Runtime's integer kernels against 99.44 % for the same file with graph optimisations
+    off (QDQ simulated in float) and 99.72 % in torch; NNCF's default fixes the first layer
+    only."""
     batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
     return nncf.quantize(
         model,
@@ -98,7 +106,8 @@ def post_training_quantize(
         # ONNX Runtime's integer convolution takes one input scale per tensor; NNCF's default
         # per-channel scales before depthwise convolutions would leave them in float.
         advanced_parameters=AdvancedQuantizationParameters(
-            activations_quantization_params=QuantizationParameters(per_channel=False)
+            overflow_fix=OverflowFix.ENABLE,
+            activations_quantization_params=QuantizationParameters(per_channel=False),
         ),
     )
 
