@@ -92,6 +92,8 @@ class ShardReader:
     checked on opening, so a truncated or foreign file is named before any work starts."""
 
     def __init__(self, directory: Path, split: str):
+        self._handles: dict[int, int] = {}
+        self._pid = os.getpid()
         file = index_file(directory, split)
         if not file.is_file():
             raise PipelineError(
@@ -109,8 +111,6 @@ class ShardReader:
         ]
         self.starts = np.cumsum([0, *self.counts])
         self.labels = self._labels(directory / index["labels"])
-        self._handles: dict[int, int] = {}
-        self._pid = os.getpid()
 
     def _check(self, path: Path, count: int) -> int:
         """The data offset of a shard whose header and size match the index."""
@@ -184,3 +184,7 @@ class ShardReader:
         for handle in self._handles.values():
             os.close(handle)
         self._handles = {}
+
+    def __del__(self) -> None:
+        # loaders are made per stage and per round; each reader's descriptors go with it
+        self.close()
