@@ -63,17 +63,16 @@ def open_split(name: str, prepared_dir: Path) -> ShardReader:
     return ShardReader(prepared_dir, name)
 
 
-def to_unit(images: np.ndarray) -> torch.Tensor:
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
     """Stored pixels (uint8, or float32 already in [0, 1]) as float32 in [0, 1]."""
-    tensor = torch.from_numpy(np.array(images))
-    return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor
+    return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels
 
 
 def load_split(name: str, prepared_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A whole split in memory, images in [0, 1]: for the small ones (calibration) and for the
     figures computed over the test split at once."""
     reader = open_split(name, prepared_dir)
-    return to_unit(reader.read_all()), torch.from_numpy(reader.labels)
+    return to_unit(torch.from_numpy(reader.read_all())), torch.from_numpy(reader.labels)
 
 
 def normalize(images: torch.Tensor, info: DatasetInfo | ModelContract) -> torch.Tensor:
@@ -107,8 +106,7 @@ class SplitDataset(Dataset):
             generator.manual_seed(seed if seed is not None else index)
             image = self.augment(image)
             generator.set_state(state)  # (torch.manual_seed also seeds every GPU: 0.4 ms)
-        image = image.float().div_(255.0) if image.dtype == torch.uint8 else image
-        return (image - self.mean) / self.std, self.labels[index]
+        return (to_unit(image) - self.mean) / self.std, self.labels[index]
 
 
 class SeededSampler(Sampler[tuple[int, int] | int]):
@@ -162,11 +160,9 @@ def training_dataset(
     return SplitDataset(open_split("train", prepared_dir), info, augment)
 
 
-def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path, workers: int = 0) -> DataLoader:
+def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path) -> DataLoader:
     """A split in its stored order, for validation and test figures."""
-    return make_loader(
-        normalized_dataset(name, info, prepared_dir), EVAL_BATCH_SIZE, False, workers=workers
-    )
+    return make_loader(normalized_dataset(name, info, prepared_dir), EVAL_BATCH_SIZE, False)
 
 
 def make_loader(

@@ -32,11 +32,15 @@ class CheckResult:
 Checks = list[tuple[str, gx.expectations.Expectation]]  # (check name, expectation)
 
 
+def unit_pixels(images: np.ndarray) -> np.ndarray:
+    """Stored pixels (uint8, or float32 in [0, 1]) as float64 in [0, 1]."""
+    return images.astype(np.float64) / (255.0 if images.dtype == np.uint8 else 1.0)
+
+
 def sample_rows(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """One row per image, computed while the images stream past: label, content hash (to find
     the same image in two splits), shape, pixel range in [0, 1] units and non-finite count."""
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    flat = images.reshape(len(images), -1).astype(np.float64) / scale
+    flat = unit_pixels(images.reshape(len(images), -1))
     finite = np.isfinite(flat)
     all_bad = ~finite.any(axis=1)
     lowest = np.where(finite, flat, np.inf).min(axis=1, initial=np.inf)
@@ -61,8 +65,7 @@ class ChannelStats:
         self.count, self.total, self.squares = 0, 0.0, 0.0
 
     def update(self, images: np.ndarray) -> None:
-        scale = 255.0 if images.dtype == np.uint8 else 1.0
-        values = images.astype(np.float64) / scale
+        values = unit_pixels(images)
         self.count += values.shape[0] * values.shape[2] * values.shape[3]
         self.total = self.total + values.sum(axis=(0, 2, 3))
         self.squares = self.squares + (values * values).sum(axis=(0, 2, 3))
