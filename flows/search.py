@@ -15,10 +15,8 @@ lives in a journal file under reports/search/, so a killed search resumes where 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,13 @@ import optuna
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
-from prefect.workers.process import ProcessWorker
 
 from compress.artifacts import Artifacts
 from compress.errors import PipelineError
@@ -54,73 +48,10 @@ from compress.recipe_search import (
 )
 from compress.runner import run_stage
 from compress.search_params import SearchParams, checked_search
-from flows.compress import compress
+from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers
 
-DEPLOYMENT = "search-trial"
 REPORT_DIR = Path("reports/search")
 POLL_SECONDS = 5
-
-
-def deploy_trials(repo: Path, pool: str) -> str:
-    """The compress flow as a deployment on the pool (a `process` pool is created if missing)."""
-    template = ProcessWorker.get_default_base_job_template()
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(
-                WorkPoolCreate(name=pool, type="process", base_job_template=template)
-            )
-        except ObjectAlreadyExists:
-            pass
-    # a module path, not flows/compress.py: loaded as a file it would shadow the package
-    source = compress.from_source(source=str(repo), entrypoint="flows.compress.compress")
-    source.deploy(
-        name=DEPLOYMENT,
-        work_pool_name=pool,
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-        job_variables={"env": {"PATH": os.environ.get("PATH", "")}},
-    )
-    return f"compress/{DEPLOYMENT}"
-
-
-def existing_deployment() -> str | None:
-    """A `compress/search-trial` deployed by the team (e.g. from git, with an image) is kept."""
-    name = f"compress/{DEPLOYMENT}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-        except ObjectNotFound:
-            return None
-    return name
-
-
-def start_workers(pool: str, count: int) -> list[subprocess.Popen]:
-    """`prefect worker start` processes of this environment, one flow run each at a time."""
-    prefect = str(Path(sys.executable).parent / "prefect")
-    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    return [
-        subprocess.Popen(
-            [
-                prefect,
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "process",
-                "--limit",
-                "1",
-                "--name",
-                f"{pool}-{index}",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for index in range(count)
-    ]
 
 
 def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params: dict) -> str:
@@ -176,27 +107,35 @@ def finish(study: optuna.Study, trial: optuna.Trial, state: str, search: SearchP
     study.tell(trial, model["values"])
 
 
+def requeue(study: optuna.Study, trial: optuna.Trial, run_id: str | None, why: str) -> None:
+    """Cancel the trial's flow run (a worker still running it kills its process) and queue its
+    params again, not counted against max_trials: a resumed search runs it, and the stages it
+    completed come back from DVC's run cache."""
+    if run_id:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Cancelling(), force=True)
+    trial.set_user_attr("requeued", True)
+    params = trial.params
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(params)
+    get_run_logger().info("Trial %d %s: queued again", trial.number, why)
+
+
 def in_flight(study: optuna.Study, search: SearchParams) -> None:
-    """Trials a killed search left running: a flow run that finished meanwhile is collected;
-    one still pending or orphaned is cancelled and its params are queued again (the stages it
-    completed come back from DVC's run cache)."""
+    """Trials a killed search left running: a flow run that finished meanwhile is collected,
+    one still pending or orphaned is queued again."""
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         trial = optuna.Trial(study, frozen._trial_id)
         run_id = frozen.user_attrs.get("flow_run_id")
         done, state = flow_run(run_id) if run_id else (False, "NOT SUBMITTED")
         if done:
             finish(study, trial, state, search)
-            continue
-        if run_id:  # Cancelling: a worker still running it kills its process
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelling(), force=True)
-        trial.set_user_attr("requeued", True)  # not counted against max_trials
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(frozen.params)
-        get_run_logger().info("Trial %d was cut off (%s): queued again", trial.number, state)
+        else:
+            requeue(study, trial, run_id, f"was cut off ({state})")
 
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+NOT_STARTED = ("SCHEDULED", "PENDING")
 
 
 def run_trials(
@@ -245,6 +184,9 @@ def run_trials(
                 finish(study, trial, state, search)
                 logger.info("Trial %d: %s", trial.number, state)
                 del pending[run_id]
+            elif stop and state in NOT_STARTED:  # no worker took it within the budget
+                requeue(study, trial, run_id, f"had not started when the budget ran out ({state})")
+                del pending[run_id]
 
 
 @flow(name="search", log_prints=True)
@@ -271,16 +213,6 @@ def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
     best = write_search_report(rows, settings, root / REPORT_DIR)
     publish(rows, root / REPORT_DIR)
     return {"trials": len(rows), "best": best}
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def publish(rows: list[dict], folder: Path) -> None:

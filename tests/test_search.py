@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from compress.artifacts import Artifacts
@@ -250,3 +251,24 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     assert (again["candidate"], again["size_bytes"]) == (best["candidate"], best["size_bytes"])
     status = _run(repo, "dvc", "status", "--json")
     assert json.loads(status.stdout) == {}, status.stdout  # outs, lock and params agree
+
+
+def test_trials_no_worker_takes_are_queued_again_when_the_budget_runs_out(
+    harness, tmp_path: Path
+) -> None:
+    """A pool nobody polls (e.g. a Docker pool whose workers are down): the search stops at
+    `max_minutes` instead of waiting forever, and the trials wait in the study for a resume."""
+    repo = copy_repo(tmp_path / "repo")
+    no_worker = {"start_workers": False, "work_pool": "nobody-polls", "max_minutes": 0.02}
+    _edit_params(repo, lambda p: p["search"].update(no_worker))
+    searching = _search_process(repo)
+    assert searching.wait(timeout=300) == 0, (repo.parent / "search.log").read_text()[-3000:]
+    study = open_study(repo / "reports/search/study.journal", "search", seed=0)
+    cut = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(cut) == 2 and all(t.user_attrs["requeued"] for t in cut)  # search.workers: 2
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [t.params for t in cut]
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(t.user_attrs["flow_run_id"]) for t in cut]
+    assert all(run.state.type.value in ("CANCELLING", "CANCELLED") for run in runs)
+    assert (repo / "reports/search/trials.csv").exists()
