@@ -262,7 +262,11 @@ def test_trials_no_worker_takes_are_queued_again_when_the_budget_runs_out(
     no_worker = {"start_workers": False, "work_pool": "nobody-polls", "max_minutes": 0.02}
     _edit_params(repo, lambda p: p["search"].update(no_worker))
     searching = _search_process(repo)
-    assert searching.wait(timeout=300) == 0, (repo.parent / "search.log").read_text()[-3000:]
+    try:
+        assert searching.wait(timeout=300) == 0, (repo.parent / "search.log").read_text()[-3000:]
+    finally:
+        if searching.poll() is None:  # still waiting for a worker: the defect this guards
+            os.killpg(searching.pid, signal.SIGKILL)
     study = open_study(repo / "reports/search/study.journal", "search", seed=0)
     cut = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(cut) == 2 and all(t.user_attrs["requeued"] for t in cut)  # search.workers: 2
