@@ -50,10 +50,12 @@ def parity_weights(student: str, epochs: int, prepared: Path, out: Path) -> Path
 
 
 def run(params: DistillParams, source: Artifacts, workdir: Path) -> dict:
-    """One distill step in a fresh folder holding copies of the prepared data and teacher."""
+    """One distill step in a fresh folder holding copies of the prepared data and teacher
+    (its checkpoint and its ONNX file, which the metrics measure the student against)."""
     artifacts = Artifacts(workdir)
     shutil.copytree(source.prepared_dir, artifacts.prepared_dir)
     shutil.copy(source.teacher_pt, artifacts.teacher_pt)
+    shutil.copy(source.teacher_onnx, artifacts.teacher_onnx)
     started = time.perf_counter()
     metrics = distill(params, AugmentParams(), artifacts)
     return metrics["distilled"] | {"wall_seconds": time.perf_counter() - started}

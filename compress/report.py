@@ -254,8 +254,12 @@ def trials_plot(
         [r["accuracy"] * 100 for r in ordered],
         where="post",
         color="tab:green",
+        marker="o",  # a front of one trial is a point, not a line
+        markersize=11,
+        markerfacecolor="none",
         label="Pareto front across trials",
     )
+    axes.set_xscale("log")  # fp32 and INT8 models differ by 10x and more
     axes.set_xlabel(label)
     axes.set_ylabel("test accuracy (%)")
     axes.legend(loc="lower right")

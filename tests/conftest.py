@@ -56,7 +56,8 @@ def prepared_copy(prepared_artifacts: Artifacts, tmp_path: Path) -> Artifacts:
 
 
 def copy_repo(destination: Path) -> Path:
-    """The repository's tracked and untracked-not-ignored files, as a new git + DVC repo."""
+    """The repository's tracked and untracked-not-ignored files, as a new git + DVC repo; not
+    the committed search's study, which a search in the copy would resume."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO_ROOT,
@@ -66,7 +67,7 @@ def copy_repo(destination: Path) -> Path:
     ).stdout.split()
     for name in listed:
         source = REPO_ROOT / name
-        if source.is_file():
+        if source.is_file() and not name.startswith("reports/search/"):
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
