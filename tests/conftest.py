@@ -13,6 +13,7 @@ from compress.artifacts import Artifacts
 from compress.params import AugmentParams, BenchmarkParams, DataParams, TeacherParams
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
+from flows.search import REPORT_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_BENCH = BenchmarkParams(
@@ -67,7 +68,7 @@ def copy_repo(destination: Path) -> Path:
     ).stdout.split()
     for name in listed:
         source = REPO_ROOT / name
-        if source.is_file() and not name.startswith("reports/search/"):
+        if source.is_file() and not Path(name).is_relative_to(REPORT_DIR):
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
