@@ -26,6 +26,9 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 MIRROR_SKIPPED = {".git", ".dvc", ".venv", "__pycache__"}
+# NCCL moves CUDA tensors only: the loss sums and rank-0 decisions are CPU tensors, which go
+# through Gloo on GPU machines too.
+BACKENDS = {"cuda": "cpu:gloo,cuda:nccl", "cpu": "gloo"}
 
 
 def launched_by_torchrun() -> bool:
@@ -39,7 +42,7 @@ def join_process_group(device: str) -> tuple[int, int]:
     if not dist.is_initialized():
         if device == "cuda":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        dist.init_process_group(BACKENDS[device])
         log.info("Rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
     return dist.get_rank(), dist.get_world_size()
 
