@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from compress import atomic
+from compress.data import EVAL_BATCH_SIZE
 from compress.errors import PipelineError
 from compress.params_file import PARAMS_FILE, SECTIONS, load_params
 from compress.predict import FORMATS, expand_inputs, format_predictions, predict_files
 from compress.runner import run_stage
-from compress.runtimes import BATCH_SIZE, RUNTIMES
+from compress.runtimes import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", choices=FORMATS, default="table")
     predict.add_argument("--runtime", choices=list(RUNTIMES), default="onnxruntime")
-    predict.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    predict.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
     predict.add_argument("--threads", type=int, default=2)
     predict.add_argument("--output", type=Path, help="write here instead of standard output")
     predict.set_defaults(run=predict_command)

@@ -22,7 +22,7 @@ from compress.distributed import rank_and_world
 from compress.errors import PipelineError
 from compress.shards import ShardReader
 
-EVAL_BATCH_SIZE = 256
+EVAL_BATCH_SIZE = 256  # evaluation and inference batches (torch, ONNX Runtime, OpenVINO)
 
 
 @dataclass
@@ -69,10 +69,15 @@ def to_unit(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def load_split(name: str, prepared_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole split in memory, images in [0, 1]: for the small ones (calibration) and for the
-    figures computed over the test split at once."""
+    """A whole split in memory, images in [0, 1]: for the small ones (calibration); the others
+    are read a batch at a time (`eval_loader`)."""
     reader = open_split(name, prepared_dir)
     return to_unit(torch.from_numpy(reader.read_all())), torch.from_numpy(reader.labels)
+
+
+def first_image(name: str, prepared_dir: Path) -> np.ndarray:
+    """A split's first image in [0, 1] (C, H, W): the sample the end-to-end latency encodes."""
+    return to_unit(torch.from_numpy(np.array(open_split(name, prepared_dir)[0]))).numpy()
 
 
 def normalize(images: torch.Tensor, info: DatasetInfo | ModelContract) -> torch.Tensor:

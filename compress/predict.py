@@ -16,9 +16,9 @@ import torch
 from scipy.special import softmax
 
 from compress.contract import read_contract
-from compress.data import normalize
+from compress.data import EVAL_BATCH_SIZE, normalize
 from compress.errors import PipelineError
-from compress.runtimes import BATCH_SIZE, load_runner
+from compress.runtimes import load_runner
 from compress.sources import IMAGE_READ_ERRORS, decode_image
 
 
@@ -56,7 +56,7 @@ def predict_files(
     files: list[Path],
     runtime: str = "onnxruntime",
     top_k: int = 3,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = EVAL_BATCH_SIZE,
     threads: int = 2,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Top-k predictions per readable file, and (file, reason) for each unreadable one."""

@@ -33,17 +33,34 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def torchrun_command(module: str, compute: ComputeParams) -> list[str]:
+NODE_RANK_VARIABLE = "PET_NODE_RANK"  # torchrun's own name for its --node-rank
+
+
+def torchrun_command(module: str, compute: ComputeParams, node_rank: int) -> list[str]:
     """`torchrun` for this stage's module with `compute.nodes` x `compute.processes_per_node`
-    processes: standalone on one machine, a c10d rendezvous at `compute.rendezvous` across
-    several (the same command then runs on every node)."""
+    processes: standalone on one machine; across several, a static rendezvous at
+    `compute.rendezvous` whose node 0 (the machine at that address, running `dvc repro`) holds
+    global rank 0, the one that writes the outs. (A c10d rendezvous would rank the machines by
+    host name, so the outs could land on another machine than the one running `dvc repro`.)"""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={compute.nodes}"]
     command.append(f"--nproc-per-node={compute.processes_per_node}")
     if compute.nodes == 1:
-        command.append("--standalone")
-    else:
-        command += ["--rdzv-backend=c10d", f"--rdzv-endpoint={compute.rendezvous}"]
+        return [*command, "--standalone", "-m", module]
+    host, port = str(compute.rendezvous).rsplit(":", 1)
+    command += [f"--node-rank={node_rank}", f"--master-addr={host}", f"--master-port={port}"]
     return [*command, "-m", module]
+
+
+def this_node_rank(nodes: int) -> int:
+    """This machine's place among `compute.nodes`: `PET_NODE_RANK`, 0 when unset."""
+    value = os.environ.get(NODE_RANK_VARIABLE, "0")
+    if not value.isdigit() or int(value) >= nodes:
+        raise PipelineError(
+            f"{NODE_RANK_VARIABLE}={value!r}, but compute.nodes is {nodes}: leave it unset (0) on "
+            f"the machine at compute.rendezvous, which runs `dvc repro` and writes the outs, and "
+            f"set it to 1..{nodes - 1} on the others, one number per machine."
+        )
+    return int(value)
 
 
 def launch_data_parallel() -> bool:
@@ -53,13 +70,14 @@ def launch_data_parallel() -> bool:
     world = params.compute.nodes * params.compute.processes_per_node
     if world == 1 or launched_by_torchrun():
         return False
+    node_rank = this_node_rank(params.compute.nodes)
     module = getattr(sys.modules["__main__"].__spec__, "name", None)
     if module is None:
         raise PipelineError(
             "Run the stage as `python -m stages.<name>` to train on several processes."
         )
     logging.getLogger(__name__).info("Launching %d processes with torchrun", world)
-    done = subprocess.run(torchrun_command(module, params.compute), check=False)
+    done = subprocess.run(torchrun_command(module, params.compute, node_rank), check=False)
     if done.returncode:
         sys.exit(done.returncode)
     return True

@@ -1,20 +1,21 @@
 """Inference runtimes by name: ONNX Runtime and OpenVINO (the runtime NNCF's INT8 models are
-made for), each turning a model file into a callable from a float32 batch to logits; logits and
-accuracy over a whole split in fixed-size batches, whatever the runtime."""
+made for), each turning a model file into a callable from a float32 batch to logits; logits over
+a whole split read one batch at a time, whatever the runtime."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
+import torch
 
 from compress.errors import PipelineError
 from compress.onnx_runtime import ort_session
 
 Runner = Callable[[np.ndarray], np.ndarray]
-BATCH_SIZE = 256
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # normalized images, labels: eval_loader
 
 
 def onnxruntime_runner(path: Path, threads: int) -> Runner:
@@ -44,19 +45,19 @@ def load_runner(runtime: str, path: Path, threads: int) -> Runner:
     return RUNTIMES[runtime](Path(path), threads)
 
 
-def run_logits(runner: Runner, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Logits for float32 images (N, C, H, W), in batches of `batch_size`."""
-    return np.concatenate(
-        [runner(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    )
-
-
-def onnx_accuracy(
-    path: Path, images: np.ndarray, labels: np.ndarray, threads: int, runtime: str = "onnxruntime"
-) -> tuple[float, np.ndarray]:
-    """Top-1 accuracy of a model file in a runtime, and the predicted classes."""
-    predictions = run_logits(load_runner(runtime, path, threads), images).argmax(axis=1)
-    return float(np.mean(predictions == labels)), predictions
+def split_logits(
+    runners: Mapping[str, Runner], batches: Batches
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every runner's logits over a split, and its labels, reading the split once and one batch
+    at a time (`data.eval_loader`): memory holds a batch of images, whatever the split's size."""
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    labels = []
+    for images, batch_labels in batches:
+        array = images.numpy()
+        for name, runner in runners.items():
+            logits[name].append(runner(array))
+        labels.append(batch_labels.numpy())
+    return {name: np.concatenate(parts) for name, parts in logits.items()}, np.concatenate(labels)
 
 
 def save_openvino_ir(onnx_path: Path, xml_path: Path) -> None:

@@ -25,12 +25,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from compress.artifacts import Artifacts
 from compress.benchmark import compare_onnx_latency
-from compress.data import load_info, load_split, normalize
+from compress.data import eval_loader, load_info
 from compress.decision import promotion_decision
 from compress.drift import check_drift, drift_report
 from compress.params import DriftParams, RegistryParams
 from compress.params_file import Params, load_params
-from compress.runtimes import onnx_accuracy
+from compress.runtimes import onnxruntime_runner, split_logits
 from compress.uncertainty import paired_drop_interval
 from flows.changes import changes_since, git, imported_inputs, read_at, tracked_inputs
 from flows.compress import StageFailed, compress, run_dvc
@@ -130,13 +130,10 @@ def measure_side_by_side(
     images with its paired interval."""
     prepared = Artifacts(repo).prepared_dir
     info = load_info(prepared)
-    raw_images, labels = load_split("test", prepared)
-    images, labels = normalize(raw_images, info).numpy(), labels.numpy()
     latency = compare_onnx_latency(models, info.input_shape, [1], 5, timed_runs, threads, 3)
-    correct = {
-        name: onnx_accuracy(path, images, labels, threads)[1] == labels
-        for name, path in models.items()
-    }
+    runners = {name: onnxruntime_runner(path, threads) for name, path in models.items()}
+    logits, labels = split_logits(runners, eval_loader("test", info, prepared))
+    correct = {name: logits[name].argmax(axis=1) == labels for name in models}
     figures = {
         name: {
             "accuracy": float(correct[name].mean()),

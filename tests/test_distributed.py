@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from compress.artifacts import Artifacts
@@ -44,7 +47,7 @@ if _folder:
 """
 
 
-def _repo(root: Path, baseline_artifacts: Artifacts, processes: int) -> Path:
+def _repo(root: Path, baseline_artifacts: Artifacts, processes: int, **compute: object) -> Path:
     (root / "models").mkdir(parents=True)
     subprocess.run(["cp", "-r", str(baseline_artifacts.root / "data"), str(root)], check=True)
     for name in ("teacher.pt", "teacher.onnx"):
@@ -56,23 +59,30 @@ def _repo(root: Path, baseline_artifacts: Artifacts, processes: int) -> Path:
     params["distill"].update(
         student="tests.factories:conv_mlp", epochs=3, lr=0.1, lr_warmup_epochs=0, control=False
     )
-    params["compute"].update(device="cpu", processes_per_node=processes)
+    params["compute"].update(device="cpu", processes_per_node=processes, **compute)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
-def _distill(root: Path, audit: Path) -> dict:
+def _audited_env(audit: Path, **extra: str) -> dict[str, str]:
     (audit / "site").mkdir(parents=True)
     (audit / "site" / "sitecustomize.py").write_text(AUDIT)
-    env = os.environ | {
-        "PYTHONPATH": f"{audit / 'site'}{os.pathsep}{REPO_ROOT}",
-        "WRITE_AUDIT_DIR": str(audit),
-        "TMPDIR": str(audit),
-    }
+    return (
+        os.environ
+        | extra
+        | {
+            "PYTHONPATH": f"{audit / 'site'}{os.pathsep}{REPO_ROOT}",
+            "WRITE_AUDIT_DIR": str(audit),
+            "TMPDIR": str(audit),
+        }
+    )
+
+
+def _distill(root: Path, audit: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "stages.distill"],
         cwd=root,
-        env=env,
+        env=_audited_env(audit),
         capture_output=True,
         text=True,
         timeout=600,
@@ -105,3 +115,67 @@ def test_two_gloo_processes_train_like_one_and_rank_zero_alone_writes(
     assert rank1, "rank 1 ran no write at all: the audit did not see it"
     assert not [path for path in rank1 if path.startswith(str(root))], "rank 1 wrote outs"
     assert not list((tmp_path / "audit-two").glob(".rank1-*")), "rank 1's scratch was left"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_machines_node_zero_holds_the_outs_whichever_starts_first(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    """Two machines as two copies of the repository with one process each, meeting at a
+    rendezvous on this host. The second machine starts first: a c10d rendezvous would rank the
+    earlier agent (same host, lower pid) 0 and write the outs into the second copy; the static
+    rendezvous gives rank 0 to node 0, the machine running `dvc repro`."""
+    rendezvous = f"127.0.0.1:{_free_port()}"
+    first, second = (
+        _repo(tmp_path / name, baseline_artifacts, 1, nodes=2, rendezvous=rendezvous)
+        for name in ("first", "second")
+    )
+    command = [sys.executable, "-m", "stages.distill"]
+    joining = subprocess.Popen(
+        command,
+        cwd=second,
+        env=_audited_env(tmp_path / "audit-second", PET_NODE_RANK="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(3)
+    done = subprocess.run(
+        command,
+        cwd=first,
+        env=_audited_env(tmp_path / "audit-first"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    joined_output = joining.communicate(timeout=120)[0]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert joining.returncode == 0, joined_output[-3000:]
+    metrics = json.loads((first / "metrics/distill.json").read_text())
+    assert metrics["distilled"]["accuracy"] > 0.6
+    assert not (second / "models/student.pt").exists() and not (second / "metrics").exists()
+    written = _written(tmp_path / "audit-second", "1")
+    assert written and not [path for path in written if path.startswith(str(second))]
+
+
+def test_a_node_rank_outside_the_nodes_is_refused_before_work(
+    baseline_artifacts: Artifacts, tmp_path: Path
+) -> None:
+    root = _repo(tmp_path / "repo", baseline_artifacts, 1, nodes=2, rendezvous="127.0.0.1:29999")
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.distill"],
+        cwd=root,
+        env=os.environ | {"PET_NODE_RANK": "2", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert "PET_NODE_RANK='2'" in done.stderr and "compute.nodes is 2" in done.stderr
+    assert not (root / "models/student.pt").exists()

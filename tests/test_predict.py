@@ -17,10 +17,17 @@ from PIL import Image
 from compress.artifacts import Artifacts
 from compress.benchmark import encode_png
 from compress.contract import copy_contract, read_contract, with_contract
-from compress.data import load_info, load_split, normalize
+from compress.data import (
+    EVAL_BATCH_SIZE,
+    eval_loader,
+    first_image,
+    load_info,
+    load_split,
+    normalize,
+)
 from compress.errors import PipelineError
 from compress.predict import expand_inputs, format_predictions, predict_files
-from compress.runtimes import load_runner, run_logits
+from compress.runtimes import load_runner, split_logits
 
 
 def _write_test_pngs(
@@ -133,7 +140,33 @@ def test_predictions_agree_with_the_model_on_the_prepared_images(
     info = load_info(baseline_artifacts.prepared_dir)
     images = normalize(load_split("test", baseline_artifacts.prepared_dir)[0][:64], info).numpy()
     runner = load_runner(runtime, baseline_artifacts.teacher_onnx, 2)
-    expected = [info.classes[i] for i in run_logits(runner, images).argmax(axis=1)]
+    expected = [info.classes[i] for i in runner(images).argmax(axis=1)]
     agreement = np.mean([p.classes[0] == e for p, e in zip(predictions, expected, strict=True)])
     assert not unreadable and len(predictions) == 64
     assert agreement >= 0.95
+
+
+def test_split_logits_stream_the_split_and_match_it_whole(baseline_artifacts: Artifacts) -> None:
+    """Evaluation reads the test split a batch at a time, once for every runner: the logits and
+    labels are those of the whole split in memory, bit for bit."""
+    prepared = baseline_artifacts.prepared_dir
+    info = load_info(prepared)
+    raw, labels = load_split("test", prepared)
+    whole = normalize(raw, info).numpy()
+    onnx_runner = load_runner("onnxruntime", baseline_artifacts.teacher_onnx, 2)
+    sizes: list[int] = []
+
+    def counting(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        return onnx_runner(batch)
+
+    runners = {"onnx": onnx_runner, "counting": counting}
+    logits, streamed_labels = split_logits(runners, eval_loader("test", info, prepared))
+    expected = np.concatenate(
+        [onnx_runner(whole[i : i + EVAL_BATCH_SIZE]) for i in range(0, len(whole), EVAL_BATCH_SIZE)]
+    )
+    assert np.array_equal(logits["onnx"], expected)
+    assert np.array_equal(logits["counting"], expected)
+    assert np.array_equal(streamed_labels, labels.numpy())
+    assert sum(sizes) == len(whole) and max(sizes) == min(EVAL_BATCH_SIZE, len(whole))
+    assert np.array_equal(first_image("test", prepared), raw[0].numpy())

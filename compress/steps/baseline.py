@@ -26,10 +26,9 @@ from compress.contract import with_contract
 from compress.data import (
     DatasetInfo,
     eval_loader,
+    first_image,
     load_info,
-    load_split,
     make_loader,
-    normalize,
     training_dataset,
 )
 from compress.models import build_model, count_macs_params, state_dict_bytes
@@ -37,7 +36,7 @@ from compress.onnx_export import export_onnx
 from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
 from compress.params import AugmentParams, BenchmarkParams, TeacherParams
 from compress.quality import classification_metrics
-from compress.runtimes import onnxruntime_runner, run_logits
+from compress.runtimes import onnxruntime_runner, split_logits
 from compress.training import CPU, Compute, cross_entropy_objective, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -180,8 +179,8 @@ def teacher_costs(
     """The exported teacher's agreement with torch, its size, latency, throughput and memory;
     an ONNX teacher (`model` None) has no torch figures, its MACs come from its graph."""
     runner = onnxruntime_runner(artifacts.teacher_onnx, bench.intra_op_threads)
-    test_images, _ = load_split("test", artifacts.prepared_dir)
-    onnx_logits = run_logits(runner, normalize(test_images, info).numpy())
+    test_loader = eval_loader("test", info, artifacts.prepared_dir)
+    onnx_logits = split_logits({"onnx": runner}, test_loader)[0]["onnx"]
     macs, params = (
         count_macs_params(model, info.input_shape)
         if model is not None
@@ -194,7 +193,7 @@ def teacher_costs(
         "onnxruntime": runner_latency(runner, info.input_shape, bench.batch_sizes, *timing),
         "end_to_end_batch_1": end_to_end_latency(
             runner,
-            encode_png(test_images[0].numpy()),
+            encode_png(first_image("test", artifacts.prepared_dir)),
             info.contract(),
             *timing,
         ),

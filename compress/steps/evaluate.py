@@ -23,14 +23,14 @@ from compress.benchmark import (
 )
 from compress.comparison import add_drop_intervals, int8_vs_fp32, versus
 from compress.contract import with_contract
-from compress.data import DatasetInfo, load_info, load_split, normalize
+from compress.data import DatasetInfo, eval_loader, first_image, load_info
 from compress.decision import gate_decision, pareto_front
 from compress.errors import PipelineError
 from compress.onnx_export import load_onnx
 from compress.params import EvaluateParams
 from compress.quality import full_quality
 from compress.report import COSTS, cost_of, pareto_plot, write_report, write_tables
-from compress.runtimes import load_runner, run_logits, save_openvino_ir
+from compress.runtimes import load_runner, save_openvino_ir, split_logits
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,12 @@ def measure(
 ) -> dict[str, dict]:
     """Quality, size, latency (every candidate in every runtime, interleaved), end-to-end
     latency and memory of every candidate; the top-level figures are the target runtime's."""
-    raw_images, labels = load_split("test", artifacts.prepared_dir)
-    images, labels = normalize(raw_images, info).numpy(), labels.numpy()
     runners = {
         f"{name}@{runtime}": load_runner(runtime, path, params.intra_op_threads)
         for name, path in candidates.items()
         for runtime in params.runtimes
     }
-    logits = {key: run_logits(runner, images) for key, runner in runners.items()}
+    logits, labels = split_logits(runners, eval_loader("test", info, artifacts.prepared_dir))
     latency = compare_latency(
         runners,
         info.input_shape,
@@ -91,7 +89,7 @@ def measure(
         params.timed_runs,
         params.repeats,
     )
-    png = encode_png(raw_images[0].numpy())
+    png = encode_png(first_image("test", artifacts.prepared_dir))
     target, results = params.target_runtime, {}
     for name, path in candidates.items():
         results[name] = {

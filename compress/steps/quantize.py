@@ -45,9 +45,9 @@ from compress.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
-from compress.runtimes import onnx_accuracy
+from compress.runtimes import onnxruntime_runner, split_logits
 from compress.sensitivity import float_layer_costs, float_layers
-from compress.training import CPU, Compute, accuracy, seed_everything
+from compress.training import CPU, Compute, accuracy, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def quantize(
         quantized, info.input_shape, artifacts.quantized_onnx, info.contract()
     )
     accuracies |= check_int8_export(
-        quantized, accuracies["qat_torch"], info, params, bench, artifacts
+        quantized, accuracies["qat_torch"], test_loader, params, bench, artifacts
     )
     if keep_fp32 != base_fp32:
         float_record["cost"] = float_layer_costs(
@@ -191,31 +191,29 @@ def train_qat(
 def check_int8_export(
     quantized: nn.Module,
     torch_accuracy: float,
-    info: DatasetInfo,
+    test_loader: DataLoader,
     params: QuantizeParams,
     bench: BenchmarkParams,
     artifacts: Artifacts,
 ) -> dict[str, float]:
     """ORT accuracy of the INT8 file and of its fp32 source, and the INT8 file's agreement with
     the fake-quantized torch model; an export further than `max_onnx_accuracy_gap` is an error."""
-    images, labels = load_split("test", artifacts.prepared_dir)
-    images = normalize(images, info)
-    int8_accuracy, onnx_predictions = onnx_accuracy(
-        artifacts.quantized_onnx, images.numpy(), labels.numpy(), bench.intra_op_threads
-    )
-    with torch.no_grad():
-        torch_predictions = quantized(images).argmax(dim=1).numpy()
+    runners = {
+        name: onnxruntime_runner(path, bench.intra_op_threads)
+        for name, path in (("int8", artifacts.quantized_onnx), ("fp32", artifacts.pruned_onnx))
+    }
+    logits, labels = split_logits(runners, test_loader)
+    onnx_predictions = logits["int8"].argmax(axis=1)
+    int8_accuracy = float(np.mean(onnx_predictions == labels))
     if abs(int8_accuracy - torch_accuracy) > params.max_onnx_accuracy_gap:
         raise PipelineError(
             f"The exported '{artifacts.quantized_onnx}' reaches {int8_accuracy:.4f} test accuracy in ONNX Runtime "
             f"but the fake-quantized torch model {torch_accuracy:.4f}: more than "
             f"quantize.max_onnx_accuracy_gap={params.max_onnx_accuracy_gap} apart; the export is not faithful."
         )
-    fp32_accuracy, _ = onnx_accuracy(
-        artifacts.pruned_onnx, images.numpy(), labels.numpy(), bench.intra_op_threads
-    )
+    torch_predictions = predict(quantized, test_loader)[0].argmax(axis=1)
     return {
-        "fp32_onnxruntime": fp32_accuracy,
+        "fp32_onnxruntime": float(np.mean(logits["fp32"].argmax(axis=1) == labels)),
         "int8_onnxruntime": int8_accuracy,
         "onnx_torch_agreement": float(np.mean(onnx_predictions == torch_predictions)),
     }
