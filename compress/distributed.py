@@ -26,6 +26,9 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 MIRROR_SKIPPED = {".git", ".dvc", ".venv", "__pycache__"}
+# Raw inputs only `prepare` reads, and it never runs under torchrun: a team's image folder of
+# 100,000 files would otherwise become 100,000 links per rank.
+MIRROR_UNREAD = {Path("data/input")}
 # NCCL moves CUDA tensors only: the loss sums and rank-0 decisions are CPU tensors, which go
 # through Gloo on GPU machines too.
 BACKENDS = {"cuda": "cpu:gloo,cuda:nccl", "cpu": "gloo"}
@@ -89,8 +92,12 @@ def mirror(root: Path, scratch: Path) -> None:
     """`scratch` as a copy of `root`'s folders whose files are links to the real files: reads
     see the inputs; an atomic write replaces the link, never the real file."""
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if name not in MIRROR_SKIPPED]
         relative = Path(folder).relative_to(root)
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name not in MIRROR_SKIPPED and relative / name not in MIRROR_UNREAD
+        ]
         (scratch / relative).mkdir(exist_ok=True)
         for name in files:
             (scratch / relative / name).symlink_to(Path(folder) / name)

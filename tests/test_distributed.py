@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from compress.artifacts import Artifacts
+from compress.distributed import mirror
 from tests.conftest import REPO_ROOT
 
 AUDIT = """
@@ -179,3 +180,15 @@ def test_a_node_rank_outside_the_nodes_is_refused_before_work(
     assert done.returncode == 1
     assert "PET_NODE_RANK='2'" in done.stderr and "compute.nodes is 2" in done.stderr
     assert not (root / "models/student.pt").exists()
+
+
+def test_the_mirror_links_what_training_reads_and_leaves_out_raw_inputs(tmp_path: Path) -> None:
+    root, scratch = tmp_path / "repo", tmp_path / "scratch"
+    for name in ("data/input/cat/0001.png", "data/prepared/train-00000.npy", "models/input/w.pt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    scratch.mkdir()
+    mirror(root, scratch)
+    assert (scratch / "data/prepared/train-00000.npy").is_symlink()
+    assert (scratch / "models/input/w.pt").resolve() == root / "models/input/w.pt"
+    assert not (scratch / "data/input").exists()
