@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from compress.artifacts import Artifacts
-from compress.benchmark import compare_onnx_latency
-from compress.data import load_info
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import load_info
+from compress.evaluation.benchmark import compare_onnx_latency
 
 LABELS = {
     "teacher_fp32": "teacher fp32",

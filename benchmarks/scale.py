@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.data import eval_loader, load_info, make_loader, training_dataset
-from compress.distillation import distill_finetune
-from compress.models import build_model
-from compress.params import ComputeParams, DataParams, DistillParams
+from compress.config.compute import ComputeParams
+from compress.config.data import DataParams
+from compress.config.distill import DistillParams
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
+from compress.models.builders import build_model
 from compress.steps.prepare import prepare
-from compress.training import resolve_compute, seed_everything
+from compress.train.distillation import distillation_objective
+from compress.train.loop import Schedule, fit, resolve_compute, seed_everything
 
 log = logging.getLogger("scale")
 CLASSES = 10
@@ -94,18 +96,10 @@ def run_epoch(root: Path, workers: int, stem: str) -> dict:
     train = training_dataset(info, 1, False, artifacts.prepared_dir)
     loader = make_loader(train, params.batch_size, True, 0, workers)
     started = time.perf_counter()
-    result = distill_finetune(
-        student,
-        teacher,
-        info.input_shape,
-        params,
-        loader,
-        eval_loader("val", info, artifacts.prepared_dir),
-        1,
-        params.lr,
-        "scale",
-        compute,
-    )
+    val_loader = eval_loader("val", info, artifacts.prepared_dir)
+    schedule = Schedule(1, params.lr, params.weight_decay)
+    with distillation_objective(teacher, student, info.input_shape, params) as objective:
+        result = fit(student, objective, loader, val_loader, schedule, "scale", compute)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from compress.artifacts import Artifacts
-from compress.data import load_info, load_split, make_loader, normalize
-from compress.models import build_model
-from compress.params import AugmentParams, DistillParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import load_info, load_split, make_loader, normalize_tensor
+from compress.models.builders import build_model
 from compress.steps.distill import distill
-from compress.training import cross_entropy_objective, fit, seed_everything
+from compress.train.loop import Schedule, cross_entropy_objective, fit, seed_everything
 
 
 def parity_weights(student: str, epochs: int, prepared: Path, out: Path) -> Path:
@@ -39,12 +40,13 @@ def parity_weights(student: str, epochs: int, prepared: Path, out: Path) -> Path
 
     def split(name: str) -> TensorDataset:
         images, labels = load_split(name, prepared)
-        return TensorDataset(normalize(images, info).repeat(1, 3, 1, 1), labels % 2)
+        return TensorDataset(normalize_tensor(images, info).repeat(1, 3, 1, 1), labels % 2)
 
     seed_everything(0)
     model = build_model(student, 2, 3, info.image_size)
     train, val = make_loader(split("train"), 64, True), make_loader(split("val"), 256, False)
-    fit(model, cross_entropy_objective, train, val, epochs, 0.02, 5e-4, "parity", warmup_epochs=1)
+    schedule = Schedule(epochs, lr=0.02, weight_decay=5e-4, warmup_epochs=1)
+    fit(model, cross_entropy_objective, train, val, schedule, "parity")
     torch.save(model.state_dict(), out)
     return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.artifacts import Artifacts
+from compress.core.artifacts import Artifacts
 from flows.compress import run_dvc
 
 CODE_PATHS = ("compress", "stages", "flows", "dvc.yaml", "pyproject.toml", "constraints.txt")

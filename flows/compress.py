@@ -21,17 +21,14 @@ from typing import Any
 
 import networkx as nx
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
-from compress.artifacts import Artifacts
-from compress.errors import TRANSIENT_EXIT_CODE
-from compress.params_file import load_params
-from compress.recipe_search import trial_summary
+from compress.config.params import load_params
+from compress.core.artifacts import Artifacts
+from compress.runtime.errors import TRANSIENT_EXIT_CODE
+from compress.search.recipe_search import trial_summary
+from flows.publish import publish_results
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
 # or a stage that exited with the transient code (an I/O error).
@@ -113,6 +110,18 @@ def pipeline_stages(repo: Path, until: str | None = None) -> list[str]:
         return [stage.name for stage in ordered if stage in needed]
 
 
+def stage_changed(repo: Path, stage: str) -> bool:
+    """Whether DVC would rerun the stage: `dvc status --json` lists it with what changed, and
+    answers `{}` for a stage that is up to date (its upstream stages ran before it)."""
+    result = run_dvc(repo, "status", "--json", stage)
+    if result.returncode != 0:
+        message = f"`dvc status {stage}` failed: {result.stderr.strip()[-2000:]}"
+        if any(pattern in result.stderr for pattern in TRANSIENT_PATTERNS):
+            raise TransientStageError(message)
+        raise StageFailed(message)
+    return bool(json.loads(result.stdout or "{}"))
+
+
 def failure_message(output: str) -> str:
     """The stage's own ERROR paragraph and DVC's summary line; the output's tail when the stage
     died without one (a traceback)."""
@@ -135,9 +144,13 @@ def _retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="{stage}",
 )
 def dvc_stage(repo: Path, stage: str) -> StageRun:
-    """`dvc repro --single-item <stage>`: DVC runs it if its deps, params or outs changed."""
+    """`dvc repro --single-item <stage>` when `dvc status` says its deps, params or outs changed
+    (DVC then runs it, or restores its outs from the run cache); skipped when up to date."""
     logger = get_run_logger()
     started = time.perf_counter()
+    if not stage_changed(repo, stage):
+        logger.info("Stage '%s' skipped (up to date)", stage)
+        return StageRun(stage, False, round(time.perf_counter() - started, 2))
     returncode, output = stream_dvc(repo, logger.info, "repro", "--single-item", stage)
     seconds = time.perf_counter() - started
     if returncode != 0:
@@ -146,9 +159,8 @@ def dvc_stage(repo: Path, stage: str) -> StageRun:
         if any(pattern in output for pattern in TRANSIENT_PATTERNS):
             raise TransientStageError(message)
         raise StageFailed(message)
-    ran = f"Running stage '{stage}'" in output
-    logger.info("Stage '%s' %s in %.1f s", stage, "ran" if ran else "skipped (up to date)", seconds)
-    return StageRun(stage, ran, round(seconds, 2))
+    logger.info("Stage '%s' ran in %.1f s", stage, seconds)
+    return StageRun(stage, True, round(seconds, 2))
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_only_transient)
@@ -221,41 +233,6 @@ def experiment_file(repo: Path, name: str, path: Path) -> str:
         ["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True, check=True
     )
     return shown.stdout
-
-
-def publish_results(repo: Path) -> None:
-    """Table of candidates, the gate decision with the report, links to the Pareto plots."""
-    artifacts = Artifacts(repo)
-    evaluation = artifacts.evaluate_metrics
-    if not evaluation.exists():
-        return
-    candidates = json.loads(evaluation.read_text())["candidates"]
-    rows = [
-        {
-            "candidate": name,
-            "accuracy": round(figures["accuracy"], 4),
-            "size_mb": round(figures["size_bytes"] / 1e6, 3),
-            "p50_b1_ms": round(figures["latency"]["batch_1"]["p50_ms"], 3),
-            **{k: v for k, v in figures.get("vs_teacher", {}).items() if not isinstance(v, dict)},
-        }
-        for name, figures in candidates.items()
-    ]
-    create_table_artifact(key="compression-candidates", table=rows, description="All candidates")
-    shipped, report = artifacts.shipped_json, artifacts.report
-    decision = json.loads(shipped.read_text()) if shipped.exists() else {}
-    create_markdown_artifact(
-        key="compression-decision",
-        markdown=(
-            f"# Shipped: `{decision.get('candidate', 'none')}`\n\n"
-            + (report.read_text() if report.exists() else "")
-        ),
-        description="Acceptance gate decision and the compression report",
-    )
-    for plot in (artifacts.pareto_size_plot, artifacts.pareto_latency_plot):
-        if plot.exists():
-            create_link_artifact(
-                key=plot.stem.replace("_", "-"), link=plot.resolve().as_uri(), link_text=plot.name
-            )
 
 
 @flow(name="compress", log_prints=True)

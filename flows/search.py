@@ -34,10 +34,13 @@ from prefect.client.schemas.filters import (
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 
-from compress.artifacts import Artifacts
-from compress.errors import PipelineError
-from compress.params_file import PARAMS_FILE, load_params
-from compress.recipe_search import (
+from compress.commands.runner import run_stage
+from compress.config.file import PARAMS_FILE
+from compress.config.params import load_params
+from compress.config.search import SearchParams, checked_search
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.search.recipe_search import (
     GOALS,
     distributions,
     flat_row,
@@ -46,8 +49,6 @@ from compress.recipe_search import (
     trial_model,
     write_search_report,
 )
-from compress.runner import run_stage
-from compress.search_params import SearchParams, checked_search
 from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers
 
 REPORT_DIR = Path("reports/search")

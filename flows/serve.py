@@ -15,9 +15,9 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from compress.artifacts import Artifacts
-from compress.params_file import load_params
-from compress.runner import run_stage
+from compress.commands.runner import run_stage
+from compress.config.params import load_params
+from compress.core.artifacts import Artifacts
 from flows.update_cycle import update_cycle
 
 DEPLOYMENT_NAME = "scheduled"

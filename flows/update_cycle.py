@@ -23,15 +23,17 @@ from gto.exceptions import ArtifactNotFound
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from compress.artifacts import Artifacts
-from compress.benchmark import compare_onnx_latency
-from compress.data import eval_loader, load_info
-from compress.decision import promotion_decision
-from compress.drift import check_drift, drift_report
-from compress.params import DriftParams, RegistryParams
-from compress.params_file import Params, load_params
-from compress.runtimes import onnxruntime_runner, split_logits
-from compress.uncertainty import paired_drop_interval
+from compress.config.drift import DriftParams
+from compress.config.params import Params, load_params
+from compress.config.registry import RegistryParams
+from compress.core.artifacts import Artifacts
+from compress.data.drift import check_drift, drift_report
+from compress.data.loaders import eval_loader, load_info
+from compress.evaluation.benchmark import compare_onnx_latency
+from compress.evaluation.decision import promotion_decision
+from compress.evaluation.inference import split_logits
+from compress.evaluation.uncertainty import paired_drop_interval
+from compress.runtime.runners import onnxruntime_runner
 from flows.changes import changes_since, git, imported_inputs, read_at, tracked_inputs
 from flows.compress import StageFailed, compress, run_dvc
 

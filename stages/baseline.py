@@ -1,21 +1,21 @@
 """`dvc repro baseline`: train or load the teacher and measure what compression must beat."""
 
-from compress.artifacts import Artifacts
-from compress.params_file import load_params
-from compress.runner import run_stage
+from compress.commands.runner import run_stage
+from compress.config.benchmark import BenchmarkParams
+from compress.config.compute import ComputeParams
+from compress.config.data import DataParams
+from compress.config.file import load_sections
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import Artifacts
 from compress.steps.baseline import baseline
-from compress.training import resolve_compute
+from compress.train.loop import resolve_compute
 
 
 def main() -> None:
-    params = load_params()
-    baseline(
-        params.teacher,
-        params.data.augment,
-        params.benchmark,
-        Artifacts.here(),
-        resolve_compute(params.compute),
+    teacher, data, benchmark, compute = load_sections(
+        TeacherParams, DataParams, BenchmarkParams, ComputeParams
     )
+    baseline(teacher, data.augment, benchmark, Artifacts.here(), resolve_compute(compute))
 
 
 if __name__ == "__main__":

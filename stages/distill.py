@@ -1,20 +1,18 @@
 """`dvc repro distill`: distil the teacher into a small student, beside a hard-label control."""
 
-from compress.artifacts import Artifacts
-from compress.params_file import load_params
-from compress.runner import run_stage
+from compress.commands.runner import run_stage
+from compress.config.compute import ComputeParams
+from compress.config.data import DataParams
+from compress.config.distill import DistillParams
+from compress.config.file import load_sections
+from compress.core.artifacts import Artifacts
 from compress.steps.distill import distill
-from compress.training import resolve_compute
+from compress.train.loop import resolve_compute
 
 
 def main() -> None:
-    params = load_params()
-    distill(
-        params.distill,
-        params.data.augment,
-        Artifacts.here(),
-        resolve_compute(params.compute),
-    )
+    distill_params, data, compute = load_sections(DistillParams, DataParams, ComputeParams)
+    distill(distill_params, data.augment, Artifacts.here(), resolve_compute(compute))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,28 @@
 """`dvc repro quantize`: INT8 PTQ + QAT of the pruned student, exported as a real INT8 ONNX."""
 
-from compress.artifacts import Artifacts
-from compress.params_file import load_params
-from compress.runner import run_stage
+from compress.commands.runner import run_stage
+from compress.config.benchmark import BenchmarkParams
+from compress.config.compute import ComputeParams
+from compress.config.data import DataParams
+from compress.config.distill import DistillParams
+from compress.config.file import load_sections
+from compress.config.quantize import QuantizeParams
+from compress.core.artifacts import Artifacts
 from compress.steps.quantize import quantize
-from compress.training import resolve_compute
+from compress.train.loop import resolve_compute
 
 
 def main() -> None:
-    params = load_params()
+    quantize_params, distill, data, benchmark, compute = load_sections(
+        QuantizeParams, DistillParams, DataParams, BenchmarkParams, ComputeParams
+    )
     quantize(
-        params.quantize,
-        params.distill,
-        params.data.augment,
-        params.benchmark,
+        quantize_params,
+        distill,
+        data.augment,
+        benchmark,
         Artifacts.here(),
-        resolve_compute(params.compute),
+        resolve_compute(compute),
     )
 
 

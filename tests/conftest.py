@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from compress.artifacts import Artifacts
-from compress.params import AugmentParams, BenchmarkParams, DataParams, TeacherParams
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams, DataParams
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import Artifacts
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
 from flows.search import REPORT_DIR

@@ -5,60 +5,35 @@ and every stage's code deps in dvc.yaml are exactly the modules its command impo
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from compress.artifacts import Artifacts
+from compress.core.artifacts import Artifacts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("compress", "stages", "flows")
 
-# The library bottom-up: a module may import only modules of a lower layer.
-LAYERS: list[set[str]] = [
-    {"compress.errors"},
-    {"compress.atomic", "compress.artifacts", "compress.shards", "compress.distributed"},
-    {"compress.params", "compress.contract", "compress.uncertainty"},
-    {"compress.search_params"},
-    {"compress.params_file"},
-    {
-        "compress.data",
-        "compress.sources",
-        "compress.comparison",
-        "compress.quality",
-        "compress.decision",
-        "compress.report",
-        "compress.int8_onnx",
-        "compress.onnx_export",
-        "compress.onnx_runtime",
-        "compress.models",
-        "compress.losses",
-    },
-    {
-        "compress.data_checks",
-        "compress.ort_memory",
-        "compress.pruning",
-        "compress.training",
-        "compress.runtimes",
-        "compress.onnx_teacher",
-        "compress.recipe_search",
-    },
-    {"compress.benchmark", "compress.checkpoints", "compress.predict", "compress.drift"},
-    {"compress.distillation", "compress.quantization", "compress.students"},
-    {"compress.sensitivity"},
-    {
-        "compress.steps.prepare",
-        "compress.steps.baseline",
-        "compress.steps.validate_teacher",
-        "compress.steps.distill",
-        "compress.steps.prune",
-        "compress.steps.quantize",
-        "compress.steps.evaluate",
-    },
-    {"compress.runner"},
-    {"compress.cli"},
+# The library's packages bottom-up: a module may import modules of its own package (without
+# cycles) and of the packages before it, never of one after it.
+PACKAGES = [
+    "runtime",  # the model contract, images, runners, Classifier, compress-predict: no torch
+    "core",  # errors, atomic writes, the artifact catalogue, distributed processes
+    "config",  # the params schema, a module per section, and reading params.yaml
+    "data",  # sources, shards, loaders, data checks, drift
+    "models",  # model references, checkpoints, ONNX export, the ONNX teacher
+    "evaluation",  # quality figures, uncertainty, comparison, decisions, benchmarks, report
+    "train",  # the training loop, KD losses, the distillation objective
+    "compression",  # students, pruning, quantization, INT8 ONNX, sensitivity
+    "search",  # the recipe search's trials
+    "steps",  # one function per DVC stage
+    "commands",  # the stage runner and the `compress` command
 ]
+# What the runtime may import besides the standard library: its distribution's dependencies.
+RUNTIME_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "openvino"}
 
 
 def module_name(path: Path, root: Path = REPO_ROOT) -> str:
@@ -149,13 +124,95 @@ def dependency_problems(root: Path = REPO_ROOT) -> list[str]:
     return problems
 
 
-def layer_of(name: str) -> int:
-    for index, layer in enumerate(LAYERS):
-        if name in layer:
-            return index
-    raise AssertionError(
-        f"module '{name}' has no layer: add it to LAYERS in tests/test_architecture.py"
-    )
+def package_of(name: str) -> str:
+    """The library package of a module `compress.<package>.<module>`, or an error naming it."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[1] not in PACKAGES:
+        raise AssertionError(
+            f"module '{name}' is in no package of PACKAGES in tests/test_architecture.py: move it "
+            "into the package of its job, or add a package there"
+        )
+    return parts[1]
+
+
+def package_import_offenders(root: Path = REPO_ROOT) -> list[str]:
+    """Imports that point up the package order, or into flows or stages."""
+    offenders = []
+    for name, path in first_party_modules(root).items():
+        if not name.startswith("compress.") or path.name == "__init__.py":
+            continue
+        for imported, line, _ in imports(path, root):
+            if imported.startswith(("flows", "stages")):
+                offenders.append(f"{name} imports {imported} (line {line})")
+            elif module_path(imported, root).name != "__init__.py":
+                low, high = package_of(imported), package_of(name)
+                if PACKAGES.index(low) > PACKAGES.index(high):
+                    offenders.append(
+                        f"{name} imports {imported} (line {line}): package '{high}' may not "
+                        f"import '{low}', which comes after it in PACKAGES"
+                    )
+    return offenders
+
+
+def package_cycles(root: Path = REPO_ROOT) -> list[list[str]]:
+    """Import cycles among the modules of one package, each as the chain that closes it."""
+    graph = {
+        name: [imported for imported, _, _ in imports(path, root) if imported != name]
+        for name, path in first_party_modules(root).items()
+        if name.startswith("compress.") and path.name != "__init__.py"
+    }
+    cycles, done = [], set()
+
+    def visit(name: str, chain: list[str]) -> None:
+        if name in chain:
+            cycles.append(chain[chain.index(name) :] + [name])
+            return
+        if name in done or name not in graph:
+            return
+        for imported in graph[name]:
+            if package_of(imported) == package_of(name):
+                visit(imported, [*chain, name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+    return cycles
+
+
+def torch_chains(root: Path = REPO_ROOT) -> list[str]:
+    """For each runtime module that reaches torch through first-party imports, the chain."""
+    chains = []
+    for name in sorted(first_party_modules(root)):
+        if not name.startswith("compress.runtime."):
+            continue
+        todo, parents = [name], {name: None}
+        while todo:
+            current = todo.pop(0)
+            third_party = third_party_imports(module_path(current, root))
+            if "torch" in third_party:
+                chain, step = [], current
+                while step is not None:
+                    chain.insert(0, step)
+                    step = parents[step]
+                chains.append(" -> ".join([*chain, "torch"]))
+                break
+            for imported, _, _ in imports(module_path(current, root), root):
+                if imported not in parents:
+                    parents[imported] = current
+                    todo.append(imported)
+    return chains
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the non-first-party modules a file imports (the standard library's
+    included), wherever the import sits."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {*FIRST_PARTY, "__future__"}
 
 
 def test_every_stage_deps_are_exactly_the_code_it_imports() -> None:
@@ -183,12 +240,12 @@ def test_a_missing_or_extra_dep_is_named(tmp_path: Path) -> None:
     """The check itself fails on a copy of the repository with one dep removed and one added."""
     _copy_sources(tmp_path)
     spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-    spec["stages"]["baseline"]["deps"].remove("compress/quality.py")
-    spec["stages"]["validate_teacher"]["deps"].append("compress/losses.py")
+    spec["stages"]["baseline"]["deps"].remove("compress/evaluation/quality.py")
+    spec["stages"]["validate_teacher"]["deps"].append("compress/train/losses.py")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
     assert dependency_problems(tmp_path) == [
-        "stage 'baseline': add `compress/quality.py` to its deps in dvc.yaml (imported)",
-        "stage 'validate_teacher': remove `compress/losses.py` from its deps in dvc.yaml "
+        "stage 'baseline': add `compress/evaluation/quality.py` to its deps in dvc.yaml (imported)",
+        "stage 'validate_teacher': remove `compress/train/losses.py` from its deps in dvc.yaml "
         "(not imported)",
     ]
 
@@ -205,22 +262,74 @@ def test_a_stage_importing_a_stage_is_named(tmp_path: Path) -> None:
     assert stage_import_offenders(tmp_path) == ["stages.prune imports stages.distill (line 1)"]
 
 
-def test_library_imports_point_down_the_layers() -> None:
-    offenders = []
-    for name, path in first_party_modules().items():
-        if not name.startswith("compress.") or path.name == "__init__.py":
-            continue
-        for imported, line, _ in imports(path):
-            if imported.startswith(("flows", "stages")):
-                offenders.append(f"{name} imports {imported} (line {line})")
-            elif module_path(imported).name != "__init__.py" and (
-                layer_of(imported) >= layer_of(name)
-            ):
-                offenders.append(
-                    f"{name} (layer {layer_of(name)}) imports {imported} "
-                    f"(layer {layer_of(imported)}, line {line})"
-                )
-    assert offenders == []
+def test_library_imports_point_down_the_packages() -> None:
+    assert package_import_offenders() == []
+
+
+def test_no_import_cycle_inside_a_package() -> None:
+    assert package_cycles() == []
+
+
+def test_an_upward_import_between_packages_is_named(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    checks = tmp_path / "compress" / "data" / "checks.py"
+    checks.write_text("from compress.train.losses import kd_loss\n" + checks.read_text())
+    assert package_import_offenders(tmp_path) == [
+        "compress.data.checks imports compress.train.losses (line 1): package 'data' may not "
+        "import 'train', which comes after it in PACKAGES"
+    ]
+
+
+def test_a_cycle_inside_a_package_is_named(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    shards = tmp_path / "compress" / "data" / "shards.py"
+    shards.write_text("from compress.data.loaders import load_info\n" + shards.read_text())
+    cycles = package_cycles(tmp_path)
+    assert ["compress.data.loaders", "compress.data.shards", "compress.data.loaders"] in [
+        cycle[-3:] for cycle in cycles
+    ]
+
+
+def test_runtime_reaches_no_torch() -> None:
+    assert torch_chains() == []
+
+
+def test_runtime_imports_only_its_own_dependencies() -> None:
+    allowed = RUNTIME_THIRD_PARTY | set(sys.stdlib_module_names)
+    offenders = {
+        name: sorted(third_party_imports(path) - allowed)
+        for name, path in first_party_modules().items()
+        if name.startswith("compress.runtime") and third_party_imports(path) - allowed
+    }
+    assert offenders == {}
+
+
+def test_torch_reaching_the_runtime_is_named_with_its_chain(tmp_path: Path) -> None:
+    """torch through a pipeline module the runtime imports is named link by link."""
+    _copy_sources(tmp_path)
+    images = tmp_path / "compress" / "runtime" / "images.py"
+    images.write_text("from compress.data.loaders import load_info\n" + images.read_text())
+    chains = torch_chains(tmp_path)
+    assert "compress.runtime.images -> compress.data.loaders -> torch" in chains
+    assert (
+        "compress.runtime.classifier -> compress.runtime.images -> compress.data.loaders -> torch"
+        in chains
+    )
+
+
+def test_importing_the_runtime_loads_neither_torch_nor_the_pipeline() -> None:
+    """The same, measured: a fresh interpreter that imports every runtime module."""
+    modules = [name for name in first_party_modules() if name.startswith("compress.runtime.")]
+    code = (
+        f"import sys; import {', '.join(modules)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'torchvision', 'nncf', 'openvino', 'onnx', 'scipy', 'pandas') "
+        "or (m.startswith('compress.') and not m.startswith('compress.runtime'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_no_first_party_import_inside_a_function() -> None:

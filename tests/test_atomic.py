@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.checkpoints import save_checkpoint
-from compress.errors import PipelineError
-from compress.onnx_export import export_onnx
-from compress.params import GateParams
+from compress.config.gate import GateParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.models.checkpoints import save_checkpoint
+from compress.models.onnx_export import export_onnx
 from compress.steps.validate_teacher import validate_teacher
 
 

@@ -20,12 +20,12 @@ import torch
 import yaml
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.errors import TRANSIENT_EXIT_CODE
-from compress.models import build_model
-from compress.onnx_export import export_onnx
-from compress.runner import run_stage
-from compress.shards import ShardReader, ShardWriter
+from compress.commands.runner import run_stage
+from compress.core.artifacts import Artifacts
+from compress.data.shards import ShardReader, ShardWriter
+from compress.models.builders import build_model
+from compress.models.onnx_export import export_onnx
+from compress.runtime.errors import TRANSIENT_EXIT_CODE
 from tests.conftest import REPO_ROOT
 from tests.factories import tiny_cnn
 
@@ -423,7 +423,7 @@ def test_unexpected_io_error_exits_with_the_transient_code(capsys: pytest.Captur
 
 
 def test_check_params_cli_validates_without_running_anything(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "compress.cli", "check-params"]
+    command = [sys.executable, "-m", "compress.commands.cli", "check-params"]
     valid = subprocess.run(
         [*command, str(REPO_ROOT / "params.yaml")], capture_output=True, text=True
     )

@@ -10,12 +10,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import load_model
-from compress.data import load_info, load_split, normalize
-from compress.errors import PipelineError
-from compress.models import build_model
-from compress.params import AugmentParams, TeacherParams
+from compress.config.data import AugmentParams
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import load_info, load_split, normalize_tensor
+from compress.models.builders import build_model
+from compress.models.checkpoints import load_model
 from compress.steps.baseline import baseline
 from tests.conftest import TINY_BENCH
 
@@ -29,7 +30,7 @@ def _run(
 
 def _test_images(artifacts: Artifacts, count: int) -> torch.Tensor:
     info = load_info(artifacts.prepared_dir)
-    return normalize(load_split("test", artifacts.prepared_dir)[0], info)[:count]
+    return normalize_tensor(load_split("test", artifacts.prepared_dir)[0], info)[:count]
 
 
 def test_metrics_have_every_field_with_sane_values(baseline_artifacts: Artifacts) -> None:

@@ -8,17 +8,15 @@ from typing import get_args
 import pytest
 import yaml
 
-from compress.decision import OBJECTIVES
-from compress.errors import PipelineError
-from compress.losses import DIVERGENCES, TEMPERATURE_SCHEDULES
-from compress.params import (
-    Divergence,
-    EvaluateParams,
-    Importance,
-    TemperatureSchedule,
-)
-from compress.params_file import Params, load_params
-from compress.pruning import IMPORTANCES
+from compress.compression.pruning import IMPORTANCES
+from compress.config.distill import DistillParams, Divergence, TemperatureSchedule
+from compress.config.evaluate import EvaluateParams
+from compress.config.file import SECTION_NAMES, load_sections
+from compress.config.params import SECTIONS, Params, load_params
+from compress.config.prune import Importance
+from compress.core.errors import PipelineError
+from compress.evaluation.decision import OBJECTIVES
+from compress.train.losses import DIVERGENCES, TEMPERATURE_SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_PARAMS = REPO / "params.yaml"
@@ -50,7 +48,7 @@ def test_choices_equal_the_registries_that_implement_them() -> None:
 
 def test_checking_params_imports_no_heavy_library() -> None:
     code = (
-        "import compress.params_file, sys; print(sorted(m for m in "
+        "import compress.config.file, sys; print(sorted(m for m in "
         "('torch','torchvision','torch_pruning','prefect','nncf') if m in sys.modules))"
     )
     result = subprocess.run(
@@ -93,3 +91,33 @@ def test_bad_time_zone_names_the_key(tmp_path: Path) -> None:
         PipelineError, match=r"registry\.schedule .*registry\.timezone 'Mars/Base'.*not a valid"
     ):
         load_params(params)
+
+
+def test_the_section_names_are_the_whole_schema() -> None:
+    assert SECTION_NAMES == tuple(SECTIONS)
+
+
+def test_a_stage_checks_the_sections_it_reads_and_no_other(tmp_path: Path) -> None:
+    """A broken section a stage does not read stops the flows (the whole file) but not the
+    stage, whose DVC deps hold only its own sections' schemas."""
+    params = _params_file(tmp_path, "search:\n  max_trials: 0\ndistill:\n  alpha: 0.3\n")
+    (distill,) = load_sections(DistillParams, path=params)
+    assert distill.alpha == 0.3
+    with pytest.raises(PipelineError, match=r"`search.max_trials` = 0"):
+        load_params(params)
+    typo = _params_file(tmp_path, "distil:\n  alpha: 0.3\n")
+    with pytest.raises(PipelineError, match=r"unknown section `distil`. Did you mean `distill`\?"):
+        load_sections(DistillParams, path=typo)
+
+
+def test_no_stage_depends_on_the_schemas_only_flows_read() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    flow_only = {
+        "compress/config/search.py",
+        "compress/config/params.py",
+        "compress/config/registry.py",
+        "compress/config/drift.py",
+    }
+    assert {name: flow_only & set(spec["deps"]) for name, spec in stages.items()} == {
+        name: set() for name in stages
+    }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.artifacts import Artifacts
-from compress.data import load_split
-from compress.data_checks import failure_report, sample_rows, validate_splits
+from compress.core.artifacts import Artifacts
+from compress.data.checks import failure_report, sample_rows, validate_splits
+from compress.data.loaders import load_split
 
 SPLITS = ("train", "val", "test", "calibration")
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 import yaml
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import load_model
-from compress.errors import PipelineError
-from compress.params import AugmentParams, DistillParams
-from compress.params_file import load_params
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.params import load_params
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.models.checkpoints import load_model
 from compress.steps.distill import distill
 
 NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compress.artifacts import Artifacts
-from compress.distributed import mirror
+from compress.core.artifacts import Artifacts
+from compress.core.distributed import mirror
 from tests.conftest import REPO_ROOT
 
 AUDIT = """

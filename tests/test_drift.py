@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from compress.data_checks import ChannelStats, sample_rows
-from compress.drift import check_drift, drift_report, source_profile, split_profile
-from compress.params import DriftParams
-from compress.sources import load_digits_source
+from compress.config.drift import DriftParams
+from compress.data.checks import ChannelStats, sample_rows
+from compress.data.drift import check_drift, drift_report
+from compress.data.profile import source_profile, split_profile
+from compress.data.sources import load_digits_source
 
 TOLERANCES = DriftParams()
 

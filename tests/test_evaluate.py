@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.decision import (
+from compress.evaluation.decision import (
     choose,
     closest_failure,
     gate_failures,
     pareto_front,
     promotion_decision,
 )
-from compress.quality import expected_calibration_error
-from compress.uncertainty import paired_drop_interval
+from compress.evaluation.quality import expected_calibration_error
+from compress.evaluation.uncertainty import paired_drop_interval
 
 
 def test_ece_known_values() -> None:

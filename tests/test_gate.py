@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from compress.artifacts import Artifacts
-from compress.errors import PipelineError
-from compress.params import GateParams
+from compress.config.gate import GateParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
 from compress.steps.validate_teacher import validate_teacher
 
 GATE = GateParams(min_accuracy=0.95, min_class_accuracy=0.85)

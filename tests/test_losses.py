@@ -6,9 +6,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from compress.errors import PipelineError
-from compress.losses import DistillationObjective, forward_kl, kd_loss, linear_schedule, reverse_kl
-from compress.models import build_model
+from compress.core.errors import PipelineError
+from compress.models.builders import build_model
+from compress.train.losses import (
+    DistillationObjective,
+    KDSettings,
+    forward_kl,
+    kd_loss,
+    linear_schedule,
+    reverse_kl,
+)
 
 
 @pytest.fixture
@@ -70,14 +77,9 @@ def test_teacher_is_bit_identical_after_a_training_step() -> None:
     before = {key: value.clone() for key, value in teacher.state_dict().items()}
     objective = DistillationObjective(
         teacher,
-        0.5,
-        4.0,
-        4.0,
-        feature_weight=1.0,
-        teacher_layer="layer4",
-        student=student,
-        student_layer="conv5",
-        input_shape=(1, 8, 8),
+        student,
+        (1, 8, 8),
+        KDSettings(0.5, 4.0, 4.0, feature_weight=1.0, student_layer="conv5"),
     )
     objective.train()
     parameters = list(student.parameters()) + [p for p in objective.parameters() if p.requires_grad]
@@ -99,14 +101,9 @@ def test_feature_adapter_maps_student_channels_to_teacher_channels() -> None:
     student = build_model("shufflenet_v2_x0_5", 10, 1, 8)
     objective = DistillationObjective(
         teacher,
-        0.5,
-        4.0,
-        4.0,
-        feature_weight=1.0,
-        teacher_layer="layer4",
-        student=student,
-        student_layer="conv5",
-        input_shape=(1, 8, 8),
+        student,
+        (1, 8, 8),
+        KDSettings(0.5, 4.0, 4.0, feature_weight=1.0, student_layer="conv5"),
     )
     assert objective.adapter.weight.shape == (512, 1024, 1, 1)
     objective(student, torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,)))
@@ -122,12 +119,7 @@ def test_unknown_feature_layer_lists_the_layers() -> None:
     with pytest.raises(PipelineError, match=r"distill.feature.student_layer='conv9'.*conv5"):
         DistillationObjective(
             teacher,
-            0.5,
-            4.0,
-            4.0,
-            feature_weight=1.0,
-            teacher_layer="layer4",
-            student=student,
-            student_layer="conv9",
-            input_shape=(1, 8, 8),
+            student,
+            (1, 8, 8),
+            KDSettings(0.5, 4.0, 4.0, feature_weight=1.0, student_layer="conv9"),
         )

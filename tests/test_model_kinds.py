@@ -11,23 +11,19 @@ import onnx
 import pytest
 import torch
 
-from compress.artifacts import REFERENCE_CANDIDATE, Artifacts
-from compress.checkpoints import load_model, read_checkpoint
-from compress.contract import read_contract
-from compress.data import load_info, make_loader, training_dataset
-from compress.models import count_macs_params
-from compress.onnx_teacher import OnnxTeacher
-from compress.params import (
-    AcceptanceGate,
-    AugmentParams,
-    BenchmarkParams,
-    DistillParams,
-    EvaluateParams,
-    PruneParams,
-    QATParams,
-    QuantizeParams,
-    TeacherParams,
-)
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.evaluate import AcceptanceGate, EvaluateParams
+from compress.config.prune import PruneParams
+from compress.config.quantize import QATParams, QuantizeParams
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import REFERENCE_CANDIDATE, Artifacts
+from compress.data.loaders import load_info, make_loader, training_dataset
+from compress.models.builders import count_macs_params
+from compress.models.checkpoints import load_model, read_checkpoint
+from compress.models.onnx_teacher import OnnxTeacher
+from compress.runtime.contract import read_contract
 from compress.steps.baseline import baseline
 from compress.steps.distill import distill
 from compress.steps.evaluate import evaluate

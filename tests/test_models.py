@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import architecture, load_model, load_warm_start, save_checkpoint
-from compress.data import DatasetInfo
-from compress.errors import PipelineError
-from compress.models import build_model, count_macs_params, split_reference
-from compress.params import DistillParams, TeacherParams
-from compress.students import build_student, cut_from_teacher
+from compress.compression.students import build_student, cut_from_teacher
+from compress.config.distill import DistillParams
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import DatasetInfo
+from compress.models.builders import build_model, count_macs_params, split_reference
+from compress.models.checkpoints import architecture, load_model, load_warm_start, save_checkpoint
 
 INFO = DatasetInfo(
     classes=[str(c) for c in range(10)], channels=1, image_size=8, mean=[0.3], std=[0.4]

@@ -23,10 +23,10 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from sklearn.datasets import load_digits
 
-from compress.artifacts import Artifacts
-from compress.benchmark import encode_png
-from compress.contract import read_contract
-from compress.data import load_split
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import load_split
+from compress.evaluation.benchmark import encode_png
+from compress.runtime.contract import read_contract
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
 from flows.update_cycle import update_cycle

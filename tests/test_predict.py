@@ -14,20 +14,23 @@ import onnx
 import pytest
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.benchmark import encode_png
-from compress.contract import copy_contract, read_contract, with_contract
-from compress.data import (
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import (
     EVAL_BATCH_SIZE,
     eval_loader,
     first_image,
     load_info,
     load_split,
-    normalize,
+    normalize_tensor,
 )
-from compress.errors import PipelineError
-from compress.predict import expand_inputs, format_predictions, predict_files
-from compress.runtimes import load_runner, split_logits
+from compress.evaluation.benchmark import encode_png
+from compress.evaluation.inference import split_logits
+from compress.models.onnx_export import copy_contract, with_contract
+from compress.runtime.classifier import Classifier, expand_paths
+from compress.runtime.contract import read_contract
+from compress.runtime.errors import InputError
+from compress.runtime.predict import format_predictions
+from compress.runtime.runners import load_runner
 
 
 def _write_test_pngs(
@@ -70,10 +73,10 @@ def test_model_without_contract_names_what_is_missing(
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))
     with pytest.raises(
-        PipelineError,
+        InputError,
         match=r"bare.onnx' carries no complete preprocessing contract.*compress.classes",
     ):
-        predict_files(bare, [tmp_path / "x.png"])
+        Classifier(bare)
 
 
 def test_messy_folder_gives_rows_for_images_and_lists_the_rest(
@@ -85,10 +88,10 @@ def test_messy_folder_gives_rows_for_images_and_lists_the_rest(
     (folder / "notes.txt").write_text("not an image")
     deep = (np.linspace(0, 65535, 64).reshape(8, 8)).astype(np.uint16)
     Image.fromarray(deep).save(folder / "deep.png")
-    predictions, unreadable = predict_files(
-        baseline_artifacts.teacher_onnx, expand_inputs([str(folder)]), top_k=2
+    predictions, unreadable = Classifier(baseline_artifacts.teacher_onnx).predict_files(
+        expand_paths([str(folder)]), top_k=2
     )
-    assert sorted(Path(p.file).name for p in predictions) == [
+    assert sorted(Path(p.source).name for p in predictions) == [
         "0000.png",
         "0001.png",
         "0002.png",
@@ -116,7 +119,7 @@ def test_cli_exits_1_when_no_file_is_an_image(
         [
             sys.executable,
             "-m",
-            "compress.cli",
+            "compress.commands.cli",
             "predict",
             str(baseline_artifacts.teacher_onnx),
             str(tmp_path),
@@ -134,11 +137,12 @@ def test_predictions_agree_with_the_model_on_the_prepared_images(
     """PNGs of prepared digits (values k/16, rounded to 8 bits in the file) give the model's own
     classes; exact equality from files is checked in test_pipeline on an image-folder source."""
     files, _ = _write_test_pngs(baseline_artifacts, tmp_path / "pngs", 64)
-    predictions, unreadable = predict_files(
-        baseline_artifacts.teacher_onnx, files, runtime, top_k=1
-    )
+    classifier = Classifier(baseline_artifacts.teacher_onnx, runtime)
+    predictions, unreadable = classifier.predict_files(files, top_k=1)
     info = load_info(baseline_artifacts.prepared_dir)
-    images = normalize(load_split("test", baseline_artifacts.prepared_dir)[0][:64], info).numpy()
+    images = normalize_tensor(
+        load_split("test", baseline_artifacts.prepared_dir)[0][:64], info
+    ).numpy()
     runner = load_runner(runtime, baseline_artifacts.teacher_onnx, 2)
     expected = [info.classes[i] for i in runner(images).argmax(axis=1)]
     agreement = np.mean([p.classes[0] == e for p, e in zip(predictions, expected, strict=True)])
@@ -152,7 +156,7 @@ def test_split_logits_stream_the_split_and_match_it_whole(baseline_artifacts: Ar
     prepared = baseline_artifacts.prepared_dir
     info = load_info(prepared)
     raw, labels = load_split("test", prepared)
-    whole = normalize(raw, info).numpy()
+    whole = normalize_tensor(raw, info).numpy()
     onnx_runner = load_runner("onnxruntime", baseline_artifacts.teacher_onnx, 2)
     sizes: list[int] = []
 

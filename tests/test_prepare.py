@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.data import load_info, load_split, open_split
-from compress.data_checks import sample_rows
-from compress.errors import PipelineError
-from compress.params import DataParams
-from compress.sources import decode_image
+from compress.config.data import DataParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.checks import sample_rows
+from compress.data.loaders import load_info, load_split, open_split
+from compress.runtime.images import decode_image
 from compress.steps.prepare import deduplicate, prepare
 from tests.conftest import DIGITS
 

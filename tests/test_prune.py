@@ -15,19 +15,17 @@ import torch
 import yaml
 from torch import nn
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import load_model, save_checkpoint
-from compress.errors import PipelineError
-from compress.models import build_model, count_macs_params
-from compress.onnx_export import export_onnx
-from compress.params import (
-    AugmentParams,
-    BenchmarkParams,
-    DistillParams,
-    PruneParams,
-)
-from compress.params_file import load_params
-from compress.pruning import MacsPruner, classifier_layer
+from compress.compression.pruning import MacsPruner
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.params import load_params
+from compress.config.prune import PruneParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.models.builders import build_model, classifier_layer, count_macs_params
+from compress.models.checkpoints import load_model, save_checkpoint
+from compress.models.onnx_export import export_onnx
 from compress.steps.distill import distill
 from compress.steps.prune import prune
 
@@ -92,7 +90,7 @@ def test_checkpoint_rebuilds_in_a_fresh_process(tmp_path: Path) -> None:
     torch.save(images, tmp_path / "images.pt")
     code = (
         "import sys, torch\n"
-        "from compress.checkpoints import load_model\n"
+        "from compress.models.checkpoints import load_model\n"
         "model, _ = load_model(sys.argv[1])\n"
         "images = torch.load(sys.argv[2], weights_only=True)\n"
         "with torch.no_grad():\n"

@@ -16,28 +16,24 @@ import pytest
 import torch
 import yaml
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import load_model
-from compress.data import load_info, load_split, normalize
-from compress.errors import PipelineError
-from compress.models import build_model, fold_batchnorm
-from compress.onnx_export import export_onnx
-from compress.params import (
-    AugmentParams,
-    BenchmarkParams,
-    DistillParams,
-    PruneParams,
-    QATParams,
-    QuantizeParams,
-    SparsityParams,
-)
-from compress.params_file import load_params
-from compress.quantization import (
+from compress.compression.quantization import (
     export_int8,
     load_qat_checkpoint,
     post_training_quantize,
     resolve_keep_fp32,
 )
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.params import load_params
+from compress.config.prune import PruneParams
+from compress.config.quantize import QATParams, QuantizeParams, SparsityParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import load_info, load_split, normalize_tensor
+from compress.models.builders import build_model, fold_batchnorm
+from compress.models.checkpoints import load_model
+from compress.models.onnx_export import export_onnx
 from compress.steps.distill import distill
 from compress.steps.prune import prune
 from compress.steps.quantize import quantize
@@ -55,8 +51,8 @@ def resnet_int8(baseline_artifacts: Artifacts, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("int8")
     prepared = baseline_artifacts.prepared_dir
     info = load_info(prepared)
-    calibration = normalize(load_split("calibration", prepared)[0], info)
-    test = normalize(load_split("test", prepared)[0], info)[:200]
+    calibration = normalize_tensor(load_split("calibration", prepared)[0], info)
+    test = normalize_tensor(load_split("test", prepared)[0], info)[:200]
     model, _ = load_model(baseline_artifacts.teacher_pt)
     model.eval()
     export_onnx(model, SHAPE, folder / "fp32.onnx")
@@ -208,7 +204,7 @@ def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Artifacts) -
     torch.save(images, quantized_stage.root / "images.pt")
     code = (
         "import sys, torch\n"
-        "from compress.quantization import load_qat_checkpoint\n"
+        "from compress.compression.quantization import load_qat_checkpoint\n"
         "model = load_qat_checkpoint(sys.argv[1])\n"
         "with torch.no_grad():\n"
         "    torch.save(model(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])\n"

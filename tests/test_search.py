@@ -19,8 +19,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from compress.artifacts import Artifacts
-from compress.recipe_search import (
+from compress.config.search import SearchDimension, SearchParams
+from compress.core.artifacts import Artifacts
+from compress.search.recipe_search import (
     best_trial,
     distributions,
     open_study,
@@ -28,7 +29,6 @@ from compress.recipe_search import (
     trial_model,
     trials_front,
 )
-from compress.search_params import SearchDimension, SearchParams
 from flows.compress import compress
 from tests.conftest import REPO_ROOT, copy_repo
 from tests.test_pipeline import _edit_params, _git_repo, _run, _tiny_repo

@@ -14,28 +14,31 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import save_checkpoint
-from compress.data import (
+from compress.compression.sensitivity import choose_fp32_layers, layer_sensitivity
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.quantize import QATParams, QuantizeParams
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import (
     eval_loader,
     load_info,
     load_split,
     make_loader,
-    normalize,
+    normalize_tensor,
     training_dataset,
 )
-from compress.models import build_model, fold_batchnorm
-from compress.onnx_export import export_onnx
-from compress.params import (
-    AugmentParams,
-    BenchmarkParams,
-    DistillParams,
-    QATParams,
-    QuantizeParams,
-)
-from compress.sensitivity import choose_fp32_layers, layer_sensitivity
+from compress.models.builders import build_model, fold_batchnorm
+from compress.models.checkpoints import save_checkpoint
+from compress.models.onnx_export import export_onnx
 from compress.steps.quantize import quantize
-from compress.training import accuracy, cross_entropy_objective, fit, seed_everything
+from compress.train.loop import (
+    Schedule,
+    accuracy,
+    cross_entropy_objective,
+    fit,
+    seed_everything,
+)
 
 FRAGILE = "features.3"  # tiny_cnn's second convolution
 BENCH = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3, intra_op_threads=2)
@@ -49,7 +52,8 @@ def fragile_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
     model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
     train = training_dataset(info, 1, False, prepared_artifacts.prepared_dir)
     val = eval_loader("val", info, prepared_artifacts.prepared_dir)
-    fit(model, cross_entropy_objective, make_loader(train, 64, True), val, 8, 0.2, 5e-4, "tiny")
+    schedule = Schedule(epochs=8, lr=0.2, weight_decay=5e-4)
+    fit(model, cross_entropy_objective, make_loader(train, 64, True), val, schedule, "tiny")
     model.eval()
     before = accuracy(model, val)
     with torch.no_grad():
@@ -65,7 +69,7 @@ def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
 ) -> None:
     prepared = prepared_artifacts.prepared_dir
     info = load_info(prepared)
-    calibration = normalize(load_split("calibration", prepared)[0], info)
+    calibration = normalize_tensor(load_split("calibration", prepared)[0], info)
     val = eval_loader("val", info, prepared)
     model = copy.deepcopy(fragile_model)
     fold_batchnorm(model)  # as quantize does before PTQ

@@ -10,21 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from compress import shards
-from compress.artifacts import Artifacts
-from compress.data import (
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import (
     SeededSampler,
     eval_loader,
     load_info,
     load_split,
     make_loader,
     open_split,
+    shards,
     training_dataset,
 )
-from compress.errors import PipelineError
-from compress.shards import ShardReader, ShardWriter
-from compress.sources import load_digits_source
-from compress.training import Compute, cross_entropy_objective, fit, seed_everything
+from compress.data.shards import ShardReader, ShardWriter
+from compress.data.sources import load_digits_source
+from compress.train.loop import Compute, Schedule, cross_entropy_objective, fit, seed_everything
 from tests.factories import tiny_cnn
 
 
@@ -92,11 +92,9 @@ def _one_epoch(artifacts: Artifacts, workers: int) -> dict[str, torch.Tensor]:
         cross_entropy_objective,
         make_loader(train, 32, True, seed=3, workers=workers),
         val,
-        1,
-        0.05,
-        5e-4,
+        Schedule(epochs=1, lr=0.05, weight_decay=5e-4),
         f"workers={workers}",
-        compute=Compute(loader_workers=workers),
+        Compute(loader_workers=workers),
     )
     return model.state_dict()
 

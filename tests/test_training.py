@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from compress.training import warmup_cosine_schedule
+from compress.train.loop import warmup_cosine_schedule
 
 
 def _learning_rates(total_steps: int, warmup_steps: int, lr: float = 0.1) -> list[float]:

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from compress.uncertainty import images_needed, paired_drop_interval, smallest_resolvable_drop
+from compress.evaluation.uncertainty import (
+    images_needed,
+    paired_drop_interval,
+    smallest_resolvable_drop,
+)
 
 
 def _pairs(n: int, only_reference: int, only_candidate: int) -> tuple[np.ndarray, np.ndarray]:

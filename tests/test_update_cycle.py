@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.artifacts import Artifacts
-from compress.checkpoints import read_checkpoint
+from compress.core.artifacts import Artifacts
+from compress.models.checkpoints import read_checkpoint
 from flows.compress import StageFailed
 from flows.update_cycle import update_cycle
 from tests.conftest import copy_repo

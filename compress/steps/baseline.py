@@ -11,19 +11,12 @@ import onnx
 import torch
 from torch import nn
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.benchmark import (
-    encode_png,
-    end_to_end_latency,
-    onnx_peak_memory,
-    process_peak_rss_mb,
-    runner_latency,
-    torch_latency,
-)
-from compress.checkpoints import load_weights, read_checkpoint, save_checkpoint
-from compress.contract import with_contract
-from compress.data import (
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.teacher import TeacherParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import (
     DatasetInfo,
     eval_loader,
     first_image,
@@ -31,13 +24,30 @@ from compress.data import (
     make_loader,
     training_dataset,
 )
-from compress.models import build_model, count_macs_params, state_dict_bytes
-from compress.onnx_export import export_onnx
-from compress.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
-from compress.params import AugmentParams, BenchmarkParams, TeacherParams
-from compress.quality import classification_metrics
-from compress.runtimes import onnxruntime_runner, split_logits
-from compress.training import CPU, Compute, cross_entropy_objective, fit, predict, seed_everything
+from compress.evaluation.benchmark import (
+    encode_png,
+    end_to_end_latency,
+    onnx_peak_memory,
+    process_peak_rss_mb,
+    runner_latency,
+    torch_latency,
+)
+from compress.evaluation.inference import split_logits
+from compress.evaluation.quality import classification_metrics
+from compress.models.builders import build_model, count_macs_params, state_dict_bytes
+from compress.models.checkpoints import load_weights, read_checkpoint, save_checkpoint
+from compress.models.onnx_export import export_onnx, with_contract
+from compress.models.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
+from compress.runtime.runners import onnxruntime_runner
+from compress.train.loop import (
+    CPU,
+    Compute,
+    Schedule,
+    cross_entropy_objective,
+    fit,
+    predict,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +91,9 @@ def baseline(
         log.info("Loaded teacher '%s' from %s", params.arch, checkpoint)
     else:
         log.info("Training teacher '%s' for %d epochs", params.arch, params.epochs)
+        schedule = Schedule(params.epochs, params.lr, params.weight_decay)
         result = fit(
-            model,
-            cross_entropy_objective,
-            train_loader,
-            val_loader,
-            params.epochs,
-            params.lr,
-            params.weight_decay,
-            "teacher",
-            compute=compute,
+            model, cross_entropy_objective, train_loader, val_loader, schedule, "teacher", compute
         )
         history, train_seconds = result.history, result.seconds
 

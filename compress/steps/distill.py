@@ -12,19 +12,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.checkpoints import architecture, load_model, save_checkpoint
-from compress.data import DatasetInfo, eval_loader, load_info, make_loader, training_dataset
-from compress.distillation import distill_finetune, load_teacher
-from compress.errors import PipelineError
-from compress.models import count_macs_params
-from compress.onnx_export import export_onnx
-from compress.onnx_teacher import macs_params
-from compress.params import TEACHER_STUDENT, AugmentParams, DistillParams
-from compress.quality import classification_metrics, mean_kl_to_teacher, teacher_agreement
-from compress.students import build_student
-from compress.training import (
+from compress.compression.students import build_student
+from compress.config.data import AugmentParams
+from compress.config.distill import TEACHER_STUDENT, DistillParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import DatasetInfo, eval_loader, load_info, make_loader, training_dataset
+from compress.evaluation.quality import (
+    classification_metrics,
+    mean_kl_to_teacher,
+    teacher_agreement,
+)
+from compress.models.builders import count_macs_params
+from compress.models.checkpoints import architecture, load_model, save_checkpoint
+from compress.models.onnx_export import export_onnx
+from compress.models.onnx_teacher import macs_params
+from compress.train.distillation import (
+    distillation_objective,
+    distillation_schedule,
+    load_teacher,
+)
+from compress.train.loop import (
     CPU,
     Compute,
     FitResult,
@@ -129,19 +138,19 @@ def train_distilled(
 ) -> FitResult:
     """Distillation proper, with a check that the teacher came out exactly as it went in."""
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    result = distill_finetune(
-        student,
-        teacher,
-        info.input_shape,
-        params,
-        make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers),
-        val_loader,
-        params.epochs,
-        params.lr,
-        "distill",
-        compute,
-        warmup_epochs=params.lr_warmup_epochs,
+    train_loader = make_loader(
+        train_set, params.batch_size, True, params.seed, compute.loader_workers
     )
+    with distillation_objective(teacher, student, info.input_shape, params) as objective:
+        result = fit(
+            student,
+            objective,
+            train_loader,
+            val_loader,
+            distillation_schedule(params),
+            "distill",
+            compute,
+        )
     if any(not torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items()):
         raise RuntimeError("The teacher changed during distillation; it must stay frozen.")
     return result
@@ -235,12 +244,9 @@ def train_control(
         cross_entropy_objective,
         make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers),
         val_loader,
-        params.epochs,
-        params.lr,
-        params.weight_decay,
+        distillation_schedule(params),
         "control",
-        compute=compute,
-        warmup_epochs=params.lr_warmup_epochs,
+        compute,
     )
 
     def build(folder: Path) -> None:

@@ -13,24 +13,24 @@ import numpy as np
 import onnx
 import yaml
 
-from compress import atomic
-from compress.artifacts import REFERENCE_CANDIDATE, Artifacts
-from compress.benchmark import (
+from compress.config.evaluate import EvaluateParams
+from compress.core import atomic
+from compress.core.artifacts import REFERENCE_CANDIDATE, Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import DatasetInfo, eval_loader, first_image, load_info
+from compress.evaluation.benchmark import (
     compare_latency,
     encode_png,
     end_to_end_latency,
     onnx_peak_memory,
 )
-from compress.comparison import add_drop_intervals, int8_vs_fp32, versus
-from compress.contract import with_contract
-from compress.data import DatasetInfo, eval_loader, first_image, load_info
-from compress.decision import gate_decision, pareto_front
-from compress.errors import PipelineError
-from compress.onnx_export import load_onnx
-from compress.params import EvaluateParams
-from compress.quality import full_quality
-from compress.report import COSTS, cost_of, pareto_plot, write_report, write_tables
-from compress.runtimes import load_runner, save_openvino_ir, split_logits
+from compress.evaluation.comparison import add_drop_intervals, int8_vs_fp32, versus
+from compress.evaluation.decision import gate_decision, pareto_front
+from compress.evaluation.inference import save_openvino_ir, split_logits
+from compress.evaluation.quality import full_quality
+from compress.evaluation.report import COSTS, cost_of, pareto_plot, write_report, write_tables
+from compress.models.onnx_export import load_onnx, with_contract
+from compress.runtime.runners import load_runner
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def collect_candidates(extra: list[str], artifacts: Artifacts) -> tuple[dict[str
         else:
             notes.append(f"{name}: '{path}' not found (its stage is off or did not run), skipped")
     for entry in extra:
-        path = artifacts.resolve(entry)
+        path = artifacts.tracked_input(
+            entry, "evaluate.extra_candidates", artifacts.teacher_input_dir
+        )
         if not path.is_file():
             raise PipelineError(f"evaluate.extra_candidates lists '{path}', which does not exist.")
         found[f"extra:{path.stem}"] = path

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.data_checks import ChannelStats, failure_report, sample_rows, validate_splits
-from compress.drift import source_profile, split_profile
-from compress.errors import PipelineError
-from compress.params import DataParams
-from compress.shards import ShardReader, ShardWriter
-from compress.sources import Source, load_source
+from compress.config.data import DataParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.checks import ChannelStats, failure_report, sample_rows, validate_splits
+from compress.data.profile import source_profile, split_profile
+from compress.data.shards import ShardReader, ShardWriter
+from compress.data.sources import Source, load_source
 
 log = logging.getLogger(__name__)
 

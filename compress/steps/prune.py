@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.benchmark import compare_onnx_latency
-from compress.checkpoints import architecture, load_model, save_checkpoint
-from compress.data import (
+from compress.compression.pruning import MacsPruner
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.prune import PruneParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import (
     DatasetInfo,
     eval_loader,
     load_info,
@@ -22,13 +26,13 @@ from compress.data import (
     normalized_dataset,
     training_dataset,
 )
-from compress.distillation import distill_finetune, load_teacher
-from compress.models import count_macs_params
-from compress.onnx_export import export_onnx
-from compress.onnx_teacher import macs_params
-from compress.params import AugmentParams, BenchmarkParams, DistillParams, PruneParams
-from compress.pruning import MacsPruner
-from compress.training import CPU, Compute, accuracy, seed_everything
+from compress.evaluation.benchmark import compare_onnx_latency
+from compress.models.builders import count_macs_params
+from compress.models.checkpoints import architecture, load_model, save_checkpoint
+from compress.models.onnx_export import export_onnx
+from compress.models.onnx_teacher import macs_params
+from compress.train.distillation import distillation_objective, load_teacher
+from compress.train.loop import CPU, Compute, FitResult, Schedule, accuracy, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +60,8 @@ def prune(
     base_test = accuracy(student, test_loader)
     pruner = make_pruner(student, info, params, artifacts)
     log.info("Pruning '%s' (%s) in %d round(s)", payload["arch"], params.importance, params.rounds)
-    rows = prune_in_rounds(
-        student,
-        teacher,
-        pruner,
-        unpruned,
-        params,
-        distill_params,
-        info,
-        train_set,
-        val_loader,
-        compute,
-    )
+    fine_tuning = FineTuning(teacher, distill_params, train_set, val_loader, compute)
+    rows = prune_in_rounds(student, pruner, unpruned, params, info, fine_tuning)
     save_checkpoint(
         artifacts.pruned_pt,
         student,
@@ -150,42 +144,46 @@ def unpruned_row(student: nn.Module, info: DatasetInfo, val_loader: DataLoader) 
     }
 
 
+@dataclass(frozen=True)
+class FineTuning:
+    """What every round's distillation fine-tuning shares: the teacher and its loss, the data
+    and where it trains."""
+
+    teacher: nn.Module
+    distill: DistillParams
+    train_set: Dataset
+    val_loader: DataLoader
+    compute: Compute
+
+    def run(
+        self, student: nn.Module, info: DatasetInfo, schedule: Schedule, seed: int, name: str
+    ) -> FitResult:
+        loader = make_loader(
+            self.train_set, self.distill.batch_size, True, seed, self.compute.loader_workers
+        )
+        objective = distillation_objective(self.teacher, student, info.input_shape, self.distill)
+        with objective:
+            return fit(student, objective, loader, self.val_loader, schedule, name, self.compute)
+
+
 def prune_in_rounds(
     student: nn.Module,
-    teacher: nn.Module,
     pruner: MacsPruner,
     unpruned: dict,
     params: PruneParams,
-    distill_params: DistillParams,
     info: DatasetInfo,
-    train_set: Dataset,
-    val_loader: DataLoader,
-    compute: Compute,
+    fine_tuning: FineTuning,
 ) -> list[dict]:
     """`prune.rounds` equal steps toward the MACs target, each followed by distillation
     fine-tuning; one row per round after the `unpruned` one."""
     base_macs, rows = unpruned["macs"], [unpruned]
+    distill = fine_tuning.distill
+    schedule = Schedule(params.finetune_epochs, distill.lr * params.lr_scale, distill.weight_decay)
     for round_index in range(1, params.rounds + 1):
         pruner.prune_to(base_macs * (1 - params.target_ratio * round_index / params.rounds))
-        pruned_val = accuracy(student, val_loader)
-        result = distill_finetune(
-            student,
-            teacher,
-            info.input_shape,
-            distill_params,
-            make_loader(
-                train_set,
-                distill_params.batch_size,
-                True,
-                params.seed + round_index,
-                compute.loader_workers,
-            ),
-            val_loader,
-            params.finetune_epochs,
-            distill_params.lr * params.lr_scale,
-            f"prune round {round_index}",
-            compute,
-        )
+        pruned_val = accuracy(student, fine_tuning.val_loader)
+        name, seed = f"prune round {round_index}", params.seed + round_index
+        result = fine_tuning.run(student, info, schedule, seed, name)
         macs, param_count = count_macs_params(student, info.input_shape)
         rows.append(
             {

@@ -15,26 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.benchmark import compare_onnx_latency
-from compress.checkpoints import load_model, read_checkpoint
-from compress.data import (
-    DatasetInfo,
-    eval_loader,
-    load_info,
-    load_split,
-    make_loader,
-    normalize,
-    training_dataset,
-)
-from compress.distillation import distill_finetune, load_teacher
-from compress.errors import PipelineError
-from compress.int8_onnx import weight_initializer_types
-from compress.models import fold_batchnorm
-from compress.onnx_export import load_onnx
-from compress.params import AugmentParams, BenchmarkParams, DistillParams, QuantizeParams
-from compress.quantization import (
+from compress.compression.int8_onnx import weight_initializer_types
+from compress.compression.quantization import (
     apply_sparsity,
     bake_sparsity_masks,
     export_int8,
@@ -45,9 +27,31 @@ from compress.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
-from compress.runtimes import onnxruntime_runner, split_logits
-from compress.sensitivity import float_layer_costs, float_layers
-from compress.training import CPU, Compute, accuracy, predict, seed_everything
+from compress.compression.sensitivity import float_layer_costs, float_layers
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.config.quantize import QuantizeParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import (
+    DatasetInfo,
+    eval_loader,
+    load_info,
+    load_split,
+    make_loader,
+    normalize_tensor,
+    training_dataset,
+)
+from compress.evaluation.benchmark import compare_onnx_latency
+from compress.evaluation.inference import split_logits
+from compress.models.builders import fold_batchnorm
+from compress.models.checkpoints import load_model, read_checkpoint
+from compress.models.onnx_export import load_onnx
+from compress.runtime.runners import onnxruntime_runner
+from compress.train.distillation import distillation_objective, load_teacher
+from compress.train.loop import CPU, Compute, Schedule, accuracy, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def checked_calibration(info: DatasetInfo, samples: int, artifacts: Artifacts) -
             f"{f' and misses classes {missing}' if missing else ''}; INT8 calibration needs at least 10 "
             "samples covering every class. Raise data.calibration_size and run `dvc repro prepare`."
         )
-    return normalize(images[:samples], info)
+    return normalize_tensor(images[:samples], info)
 
 
 def quantize(
@@ -168,21 +172,17 @@ def train_qat(
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
     )
-    distill_finetune(
-        quantized,
-        teacher,
-        info.input_shape,
-        distill_params,
-        make_loader(
-            train_set, distill_params.batch_size, True, params.seed, compute.loader_workers
-        ),
-        val_loader,
+    train_loader = make_loader(
+        train_set, distill_params.batch_size, True, params.seed, compute.loader_workers
+    )
+    schedule = Schedule(
         params.qat.epochs,
         distill_params.lr * params.qat.lr_scale,
-        "QAT",
-        compute,
-        params.qat.max_grad_norm,
+        distill_params.weight_decay,
+        max_grad_norm=params.qat.max_grad_norm,
     )
+    with distillation_objective(teacher, quantized, info.input_shape, distill_params) as kd:
+        fit(quantized, kd, train_loader, val_loader, schedule, "QAT", compute)
 
 
 def check_int8_export(

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import logging
 
-from compress import atomic
-from compress.artifacts import Artifacts
-from compress.errors import PipelineError
-from compress.params import GateParams
+from compress.config.gate import GateParams
+from compress.core import atomic
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,85 @@
+"""The student before distillation: a fresh model from a reference, the same warm-started from
+a weights file a team has, or the teacher itself cut to a share of its MACs with Torch-Pruning
+(the "prune, then distill" recipe for large models). Each comes with what rebuilds it from its
+checkpoint alone (reference, constructor arguments, stem, pruning history)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compress.compression.pruning import MacsPruner
+from compress.config.distill import TEACHER_STUDENT, DistillParams
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import DatasetInfo
+from compress.models.builders import build_model
+from compress.models.checkpoints import architecture, load_model, load_warm_start, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+# The cut keeps every layer at least this wide and channel counts SIMD-friendly, as `prune` does.
+CUT_MAX_LAYER_RATIO = 0.9
+CUT_ROUND_TO = 8
+
+
+def build_student(
+    params: DistillParams, info: DatasetInfo, artifacts: Artifacts
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The student to distil into and its architecture record (`arch` plus what
+    `checkpoints.architecture` carries). Deterministic given the seed, so the control gets the
+    same starting weights by calling it again."""
+    if params.student == TEACHER_STUDENT:
+        return cut_from_teacher(artifacts.teacher_pt, info, params.init_ratio)
+    model = build_model(
+        params.student,
+        info.num_classes,
+        info.channels,
+        info.image_size,
+        "distill.student",
+        params.student_kwargs,
+        params.adapt_stem,
+    )
+    record = {
+        "arch": params.student,
+        "arch_kwargs": params.student_kwargs,
+        "adapt_stem": params.adapt_stem,
+    }
+    if params.student_checkpoint:
+        path = artifacts.tracked_input(
+            params.student_checkpoint, "distill.student_checkpoint", artifacts.teacher_input_dir
+        )
+        weights = read_checkpoint(path)["state_dict"]
+        changes = load_warm_start(model, weights, path, params.student, info.num_classes)
+        log.info("Warm start from %s%s", path, "".join(f"; {c}" for c in changes))
+    return model, record
+
+
+def cut_from_teacher(
+    teacher_path: Path, info: DatasetInfo, init_ratio: float
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A copy of the teacher with `init_ratio` of its MACs removed (L1 channel importance),
+    keeping the teacher's weights in what is left."""
+    model, payload = load_model(teacher_path)
+    pruner = MacsPruner(
+        model,
+        info.input_shape,
+        info.num_classes,
+        "l1",
+        global_pruning=False,
+        max_layer_ratio=CUT_MAX_LAYER_RATIO,
+        round_to=CUT_ROUND_TO,
+    )
+    start = pruner.macs()
+    reached = pruner.prune_to((1 - init_ratio) * start)
+    log.info(
+        "Student cut from the teacher '%s': %.1f%% of its MACs removed (%s asked)",
+        payload["arch"],
+        100 * (1 - reached / start),
+        f"{init_ratio:.0%}",
+    )
+    record = {"arch": payload["arch"], **architecture(payload)}
+    record["pruning_history"] = record.get("pruning_history", []) + pruner.history()
+    return model.train(), record

@@ -1,0 +1,45 @@
+"""The `quantize:` section: PTQ, the layers kept in float, QAT and sparsity."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from compress.config.section import Section
+
+
+class QATParams(Section):
+    mode: Literal["always", "never", "auto"] = "always"
+    epochs: int = Field(3, ge=0, le=1000)
+    lr_scale: float = Field(0.1, gt=0.0, le=10.0)
+    max_ptq_drop: float = Field(0.005, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0, le=1000.0)
+
+
+class SparsityParams(Section):
+    ratio: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class QuantizeParams(Section):
+    section: ClassVar[str] = "quantize"
+
+    calibration_samples: int = Field(300, ge=10, le=100_000)
+    # module names (or the aliases first_conv, classifier) kept in float, or `auto`: the fewest
+    # most INT8-sensitive layers that bring INT8 within max_int8_drop of float on validation
+    keep_fp32: list[str] | Literal["auto"] = "auto"
+    max_int8_drop: float = Field(0.0, ge=0.0, le=1.0)
+    sensitivity: bool = True  # measure every layer's INT8 sensitivity (one PTQ per layer)
+    qat: QATParams = Field(default_factory=QATParams)
+    sparsity: SparsityParams = Field(default_factory=SparsityParams)
+    max_onnx_accuracy_gap: float = Field(0.01, ge=0.0, le=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _auto_needs_sensitivity(self) -> QuantizeParams:
+        if self.keep_fp32 == "auto" and not self.sensitivity:
+            raise ValueError(
+                "quantize.keep_fp32: auto chooses layers by their measured INT8 sensitivity; set "
+                "quantize.sensitivity: true, or list the layers to keep in float"
+            )
+        return self

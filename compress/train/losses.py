@@ -1,0 +1,220 @@
+"""Distillation losses (registries by name) and the objective that the shared training loop
+optimises when a frozen teacher guides a student.
+
+    loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * D(teacher/T, student/T)
+           [+ feature_weight * MSE(adapter(student feature), teacher feature)]
+
+D is forward KL(p_teacher || p_student) (Hinton et al.; mass-covering) or reverse
+KL(p_student || p_teacher) (mode-seeking, as MiniLLM uses for generative students). T^2 keeps
+the soft-target gradients on the same scale as the hard-label ones when T changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from compress.core.errors import PipelineError
+from compress.train.loop import TrainableObjective
+
+
+def forward_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(p_teacher || p_student) at temperature T, averaged over the batch."""
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+def reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(p_student || p_teacher) at temperature T: forward KL with the roles swapped."""
+    return forward_kl(teacher_logits, student_logits, temperature)
+
+
+DIVERGENCES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "forward_kl": forward_kl,
+    "reverse_kl": reverse_kl,
+}
+
+
+def get_divergence(name: str) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    if name not in DIVERGENCES:
+        raise PipelineError(f"Unknown distill.kd_loss '{name}'; valid: {', '.join(DIVERGENCES)}.")
+    return DIVERGENCES[name]
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    divergence: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = forward_kl,
+) -> torch.Tensor:
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha >= 1.0:
+        return hard
+    soft = divergence(student_logits, teacher_logits.detach(), temperature)
+    return alpha * hard + (1.0 - alpha) * temperature**2 * soft
+
+
+def constant_schedule(start: float, end: float, progress: float) -> float:
+    return start
+
+
+def linear_schedule(start: float, end: float, progress: float) -> float:
+    return start + (end - start) * progress
+
+
+TEMPERATURE_SCHEDULES: dict[str, Callable[[float, float, float], float]] = {
+    "constant": constant_schedule,
+    "linear": linear_schedule,
+}
+
+
+def get_schedule(name: str) -> Callable[[float, float, float], float]:
+    if name not in TEMPERATURE_SCHEDULES:
+        raise PipelineError(
+            f"Unknown distill.temperature_schedule '{name}'; valid: {', '.join(TEMPERATURE_SCHEDULES)}."
+        )
+    return TEMPERATURE_SCHEDULES[name]
+
+
+class FeatureCapture:
+    """Keeps the output of one named submodule from the latest forward pass."""
+
+    def __init__(self, model: nn.Module, layer: str, param: str):
+        try:
+            module = model.get_submodule(layer)
+        except AttributeError as error:
+            names = [name for name, _ in model.named_children()]
+            raise PipelineError(
+                f"{param}='{layer}' is not a layer of the model; top-level layers: {', '.join(names)}."
+            ) from error
+        self.output: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.output = output
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    """The distillation loss: `alpha * CE + (1 - alpha) * T^2 * divergence`, T following
+    `schedule` from `temperature_start` to `temperature_end`, plus `feature_weight` times the
+    MSE between a student layer (through a learned 1x1 adapter) and a teacher layer."""
+
+    alpha: float
+    temperature_start: float
+    temperature_end: float
+    schedule: str = "constant"
+    divergence: str = "forward_kl"
+    feature_weight: float = 0.0
+    teacher_layer: str = "layer4"
+    student_layer: str = "features"
+
+
+class DistillationObjective(TrainableObjective):
+    """Objective for `loop.fit`: runs the frozen teacher and the student on the same batch.
+
+    The teacher is put in eval mode with gradients off and is never passed to an optimizer.
+    Feature KD matches a student layer to a teacher layer through a learned 1x1 adapter (a
+    trainable part of the objective, handed to the optimizer through `parameters()`). Use it
+    as a context manager: leaving it removes the feature hooks from the student.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        input_shape: tuple[int, int, int],
+        settings: KDSettings,
+    ):
+        super().__init__()
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.alpha = settings.alpha
+        self.temperature_start = settings.temperature_start
+        self.temperature_end = settings.temperature_end
+        self.schedule = get_schedule(settings.schedule)
+        self.divergence = get_divergence(settings.divergence)
+        self.temperature = settings.temperature_start
+        self.feature_weight = settings.feature_weight
+        self.adapter: nn.Module | None = None
+        self.captures: list[FeatureCapture] = []
+        if settings.feature_weight > 0:
+            self.teacher_features = FeatureCapture(
+                self.teacher, settings.teacher_layer, "distill.feature.teacher_layer"
+            )
+            self.student_features = FeatureCapture(
+                student, settings.student_layer, "distill.feature.student_layer"
+            )
+            self.captures = [self.teacher_features, self.student_features]
+            self.adapter = self._build_adapter(student, input_shape)
+
+    def __enter__(self) -> DistillationObjective:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def train(self, mode: bool = True) -> DistillationObjective:
+        """Only the adapter trains; the teacher stays in eval mode whatever the caller asks."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _build_adapter(self, student: nn.Module, input_shape: tuple[int, int, int]) -> nn.Module:
+        """A 1x1 convolution from the student's channels to the teacher's, sized by a dry run."""
+        probe = torch.zeros(2, *input_shape)
+        was_training = student.training
+        with torch.no_grad():
+            student.eval()
+            student(probe)
+            self.teacher(probe)
+        student.train(was_training)
+        student_channels = self.student_features.output.shape[1]
+        teacher_channels = self.teacher_features.output.shape[1]
+        return nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False)
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Temperature for this epoch from the schedule (progress 0 at the first epoch, 1 at the last)."""
+        progress = (epoch - 1) / max(epochs - 1, 1)
+        self.temperature = self.schedule(self.temperature_start, self.temperature_end, progress)
+
+    def feature_loss(self) -> torch.Tensor:
+        student_map = self.adapter(self.student_features.output)
+        teacher_map = self.teacher_features.output
+        if student_map.shape[-2:] != teacher_map.shape[-2:]:
+            student_map = F.adaptive_avg_pool2d(student_map, teacher_map.shape[-2:])
+        return F.mse_loss(student_map, teacher_map)
+
+    def forward(
+        self, student: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        student_logits = student(images)
+        loss = kd_loss(
+            student_logits, teacher_logits, labels, self.alpha, self.temperature, self.divergence
+        )
+        if self.adapter is not None:
+            loss = loss + self.feature_weight * self.feature_loss()
+        return loss
+
+    def close(self) -> None:
+        """Remove the feature hooks so the student is left exactly as a plain model."""
+        for capture in self.captures:
+            capture.remove()
