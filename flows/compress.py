@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import exponential_backoff
@@ -176,7 +177,11 @@ def dvc_experiment(
     published as a Prefect artifact under that key, for a search that runs it on a worker."""
     logger = get_run_logger()
     settings = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-    args = ["exp", "run", "--temp", *(["--name", experiment] if experiment else [])]
+    name = experiment or f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
+    lock_before = stage_locks(
+        (repo / "dvc.lock").read_text() if (repo / "dvc.lock").exists() else ""
+    )
+    args = ["exp", "run", "--temp", "--name", name]
     args += [arg for s in settings for arg in ("-S", s)]
     started = time.perf_counter()
     result = run_dvc(repo, *args, *([until] if until else []))
@@ -187,8 +192,6 @@ def dvc_experiment(
             raise TransientStageError(message)
         raise StageFailed(message)
     logger.info(output)
-    found = re.search(r"Ran experiment\(s\): (\S+)", output)
-    name = found.group(1) if found else "unknown"
     diff = run_dvc(repo, "exp", "diff", "HEAD", name, "--md").stdout
     create_markdown_artifact(
         key="compress-experiment",
@@ -200,11 +203,7 @@ def dvc_experiment(
         "experiment": name,
         "overrides": overrides,
         "seconds": round(time.perf_counter() - started, 1),
-        "stages_ran": re.findall(r"Running stage '([^']+)'", output),
-        "stages_skipped": sorted(
-            set(re.findall(r"Stage '([^']+)' didn't change, skipping", output))
-            | set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
-        ),
+        **stages_run_and_skipped(lock_before, stage_locks(experiment_file(repo, name, LOCK))),
     }
     if record:
         evaluation = json.loads(experiment_file(repo, name, Artifacts.evaluate_metrics))
@@ -215,6 +214,21 @@ def dvc_experiment(
             description=f"Trial result: experiment {name}",
         )
     return summary
+
+
+LOCK = Path("dvc.lock")
+
+
+def stage_locks(text: str) -> dict[str, Any]:
+    """Each stage's entry in a dvc.lock: the md5 of its deps, params and outs as last run."""
+    return (yaml.safe_load(text) or {}).get("stages", {})
+
+
+def stages_run_and_skipped(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
+    """Which stages an experiment reran (or restored from DVC's run cache: new deps, params or
+    outs in its dvc.lock) and which it left as they were, from the two lock files."""
+    ran = [stage for stage, entry in after.items() if before.get(stage) != entry]
+    return {"stages_ran": ran, "stages_skipped": sorted(set(after) - set(ran))}
 
 
 def experiment_file(repo: Path, name: str, path: Path) -> str:
