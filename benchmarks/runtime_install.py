@@ -12,12 +12,10 @@ images of data/prepared (run `dvc repro` first)."""
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from compress.core.artifacts import Artifacts
@@ -37,7 +35,9 @@ def runtime_venv(path: Path) -> Path:
 
 
 def disk_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20
+    return (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20
+    )
 
 
 def write_pngs(folder: Path, count: int) -> list[Path]:
@@ -50,14 +50,15 @@ def write_pngs(folder: Path, count: int) -> list[Path]:
 
 
 def run(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, from the kernel's accounting of the child."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024
+    """Wall seconds and peak RSS (MB) of one command, measured by GNU time in a small process of
+    its own: a child forked from this process would carry this process's RSS (torch imported)
+    into its high-water mark across exec."""
+    timed = ["/usr/bin/time", "-f", "%e %M", *command]
+    done = subprocess.run(timed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-500:]}")
+    seconds, kilobytes = done.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(kilobytes) / 1024
 
 
 def main() -> None:

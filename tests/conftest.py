@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
@@ -13,6 +15,7 @@ from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams, DataParams
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
+from compress.data.loaders import load_info, load_split, normalize_tensor
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
 from flows.search import REPORT_DIR
@@ -22,6 +25,47 @@ TINY_BENCH = BenchmarkParams(
     batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
 )
 DIGITS = DataParams(image_size=8)  # the native 8x8 digits keep the tests fast
+
+
+def labelled_test_split(artifacts: Artifacts) -> tuple[np.ndarray, np.ndarray]:
+    """The whole prepared test split, normalized, as the arrays an ONNX file takes, and its
+    labels: the reference the tests run the written model files on."""
+    images, labels = load_split("test", artifacts.prepared_dir)
+    normalized = normalize_tensor(images, load_info(artifacts.prepared_dir))
+    return normalized.numpy(), labels.numpy()
+
+
+def onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    """A written ONNX file's logits from a plain ONNX Runtime session, not the pipeline's
+    runners: what anyone deploying the file would get."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def onnx_accuracy(path: Path, artifacts: Artifacts) -> float:
+    """Test accuracy of a written ONNX file, computed from the file alone."""
+    images, labels = labelled_test_split(artifacts)
+    return float(np.mean(onnx_logits(path, images).argmax(axis=1) == labels))
+
+
+def check_per_class_accuracy(
+    written: dict[str, float], predictions: np.ndarray, labels: np.ndarray
+) -> None:
+    """Each class's written accuracy (classes in label order) within one image of that class
+    of the recall recomputed from `predictions`: pins which classes a model gets right, which
+    the overall accuracy of a model stuck on one class (0.1 on digits, any class) does not."""
+    for index, (name, accuracy) in enumerate(written.items()):
+        in_class = labels == index
+        expected = float(np.mean(predictions[in_class] == index))
+        assert accuracy == pytest.approx(expected, abs=1 / in_class.sum()), name
+
+
+def check_latency_figures(stats: dict[str, float], batch: int) -> None:
+    """Percentiles in order, and a throughput that is the batch over the median latency
+    within a loose factor: figures a broken timer (or a swapped key) would not give."""
+    assert stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"], stats
+    from_latency = batch / (stats["p50_ms"] / 1000)
+    assert 0.3 * from_latency <= stats["throughput_per_s"] <= 3 * from_latency, stats
 
 
 @pytest.fixture(scope="session")

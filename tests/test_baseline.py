@@ -18,7 +18,13 @@ from compress.data.loaders import load_info, load_split, normalize_tensor
 from compress.models.builders import build_model
 from compress.models.checkpoints import load_model
 from compress.steps.baseline import baseline
-from tests.conftest import TINY_BENCH
+from tests.conftest import (
+    TINY_BENCH,
+    check_latency_figures,
+    check_per_class_accuracy,
+    labelled_test_split,
+    onnx_logits,
+)
 
 
 def _run(
@@ -35,9 +41,7 @@ def _test_images(artifacts: Artifacts, count: int) -> torch.Tensor:
 
 def test_metrics_have_every_field_with_sane_values(baseline_artifacts: Artifacts) -> None:
     metrics = json.loads(baseline_artifacts.baseline_metrics.read_text())
-    assert 0.5 < metrics["accuracy"] <= 1.0
     assert set(metrics["per_class_accuracy"]) == {str(i) for i in range(10)}
-    assert metrics["onnx_accuracy"] == pytest.approx(metrics["accuracy"], abs=1 / 360)
     assert metrics["params"] == sum(
         p.numel() for p in build_model("resnet18", 10, 1, 8).parameters()
     )
@@ -46,15 +50,36 @@ def test_metrics_have_every_field_with_sane_values(baseline_artifacts: Artifacts
     assert sizes["state_dict_fp32"] >= metrics["params"] * 4
     onnx_bytes = baseline_artifacts.teacher_onnx.stat().st_size
     assert sizes["onnx_fp32"] == onnx_bytes > metrics["params"] * 4 * 0.95
-    for runtime in ("torch_eager", "onnxruntime"):
-        for batch in ("batch_1", "batch_8", "batch_32"):
-            stats = metrics["latency"][runtime][batch]
-            assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
-            assert stats["throughput_per_s"] > 0
-    assert metrics["latency"]["end_to_end_batch_1"]["p50_ms"] > 0
     memory = metrics["memory"]["onnxruntime_batch_32"]
     assert memory["peak_rss_mb"] > memory["session_rss_delta_mb"] > sizes["onnx_fp32"] / 2**20 * 0.5
-    assert metrics["throughput_per_s"]["onnxruntime"] > 0
+
+
+def test_accuracy_is_the_written_files_on_the_test_split(baseline_artifacts: Artifacts) -> None:
+    """Recomputed from teacher.onnx in a plain ONNX Runtime session: the ONNX figure exactly,
+    the torch figures (overall and per class) within one image of the file's."""
+    metrics = json.loads(baseline_artifacts.baseline_metrics.read_text())
+    images, labels = labelled_test_split(baseline_artifacts)
+    predictions = onnx_logits(baseline_artifacts.teacher_onnx, images).argmax(axis=1)
+    from_file = float(np.mean(predictions == labels))
+    assert metrics["onnx_accuracy"] == from_file > 0.5  # a trained teacher, not chance (0.1)
+    assert metrics["accuracy"] == pytest.approx(from_file, abs=1 / len(labels))
+    check_per_class_accuracy(metrics["per_class_accuracy"], predictions, labels)
+
+
+def test_latency_figures_are_consistent(baseline_artifacts: Artifacts) -> None:
+    """Percentile order, throughput from the median latency, 32 images slower than one, and
+    the headline throughput is the largest batch's."""
+    latency = json.loads(baseline_artifacts.baseline_metrics.read_text())["latency"]
+    for runtime in ("torch_eager", "onnxruntime"):
+        for batch in TINY_BENCH.batch_sizes:
+            check_latency_figures(latency[runtime][f"batch_{batch}"], batch)
+        assert latency[runtime]["batch_32"]["p50_ms"] > latency[runtime]["batch_1"]["p50_ms"]
+    check_latency_figures(latency["end_to_end_batch_1"], 1)
+    throughput = json.loads(baseline_artifacts.baseline_metrics.read_text())["throughput_per_s"]
+    assert throughput == {
+        runtime: latency[runtime]["batch_32"]["throughput_per_s"]
+        for runtime in ("torch_eager", "onnxruntime")
+    }
 
 
 def test_checkpoint_round_trips(baseline_artifacts: Artifacts) -> None:

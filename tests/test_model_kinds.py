@@ -11,9 +11,10 @@ import onnx
 import pytest
 import torch
 
+from compress.compression.students import resolve_student
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
-from compress.config.distill import DistillParams
+from compress.config.distill import FALLBACK_STUDENT, TEACHER_STUDENT, DistillParams
 from compress.config.evaluate import AcceptanceGate, EvaluateParams
 from compress.config.prune import PruneParams
 from compress.config.quantize import QATParams, QuantizeParams
@@ -91,6 +92,8 @@ def test_onnx_teacher_is_measured_as_it_is_and_runs_the_whole_chain(
         == read_contract(baseline_artifacts.teacher_onnx).classes
     )
 
+    info = load_info(artifacts.prepared_dir)
+    assert resolve_student(DistillParams(), info, artifacts).student == FALLBACK_STUDENT
     params = DistillParams(
         student="tests.factories:tiny_cnn", epochs=2, lr_warmup_epochs=0, control=False
     )
@@ -149,3 +152,13 @@ def prune_quantize_evaluate(artifacts: Artifacts, params: DistillParams) -> dict
     assert {"distilled", "pruned", "quantized"} <= set(measured)
     assert artifacts.shipped_onnx.is_file()
     return measured
+
+
+def test_auto_student_is_the_teacher_cut_when_the_teacher_is_a_torch_model(
+    baseline_artifacts: Artifacts,
+) -> None:
+    info = load_info(baseline_artifacts.prepared_dir)
+    chosen = resolve_student(DistillParams(), info, baseline_artifacts)
+    assert (chosen.student, chosen.init_ratio) == (TEACHER_STUDENT, DistillParams().init_ratio)
+    named = DistillParams(student="mobilenet_v2")
+    assert resolve_student(named, info, baseline_artifacts) is named

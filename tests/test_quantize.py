@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import yaml
+from onnx import numpy_helper
 
 from compress.compression.quantization import (
     export_int8,
@@ -37,6 +38,7 @@ from compress.models.onnx_export import export_onnx
 from compress.steps.distill import distill
 from compress.steps.prune import prune
 from compress.steps.quantize import quantize
+from tests.conftest import labelled_test_split, onnx_logits
 
 TINY_BENCH = BenchmarkParams(batch_sizes=[1, 32], warmup_runs=1, timed_runs=5, intra_op_threads=2)
 SHAPE = (1, 8, 8)
@@ -181,20 +183,83 @@ def quantized_stage(baseline_artifacts: Artifacts, tmp_path_factory) -> Artifact
 
 def test_stage_metrics_and_outputs(quantized_stage: Artifacts) -> None:
     metrics = json.loads(quantized_stage.quantize_metrics.read_text())
-    accuracy = metrics["accuracy"]
-    assert abs(accuracy["int8_onnxruntime"] - accuracy["qat_torch"]) <= 0.01
-    assert accuracy["onnx_torch_agreement"] >= 0.99
-    assert metrics["qat_ran"] and metrics["initializer_types"]["int8"] > 10
-    assert metrics["size_bytes"]["int8_onnx"] < metrics["size_bytes"]["fp32_onnx"]
+    assert metrics["qat_ran"]
     assert metrics["sparsity"]["measured"] >= 0.95 * 0.5
     assert (
         "features.0.0" in metrics["layers"]["fp32"] and "classifier.3" in metrics["layers"]["fp32"]
     )
-    assert metrics["latency_p50_ms"]["int8"]["batch_32"] > 0
     assert (
         quantized_stage.teacher_int8_onnx.stat().st_size
         < 0.35 * quantized_stage.teacher_onnx.stat().st_size
     )
+
+
+def test_accuracies_are_the_written_files_and_checkpoint(quantized_stage: Artifacts) -> None:
+    """The INT8 and fp32 files run in plain ONNX Runtime sessions and the QAT checkpoint
+    reloaded from disk, on the test split: the written accuracies and agreement are theirs, and
+    the file is faithful to the checkpoint by figures the stage did not compute."""
+    accuracy = json.loads(quantized_stage.quantize_metrics.read_text())["accuracy"]
+    images, labels = labelled_test_split(quantized_stage)
+    int8 = onnx_logits(quantized_stage.quantized_onnx, images).argmax(axis=1)
+    fp32 = onnx_logits(quantized_stage.pruned_onnx, images).argmax(axis=1)
+    with torch.no_grad():
+        qat = load_qat_checkpoint(quantized_stage.quantized_pt)(torch.from_numpy(images))
+    qat = qat.argmax(dim=1).numpy()
+    assert accuracy["int8_onnxruntime"] == np.mean(int8 == labels)  # ONNX Runtime both times
+    assert accuracy["fp32_onnxruntime"] == np.mean(fp32 == labels)
+    one_image = 1 / len(labels)
+    assert accuracy["qat_torch"] == pytest.approx(np.mean(qat == labels), abs=one_image)
+    agreement = np.mean(int8 == qat)
+    assert accuracy["onnx_torch_agreement"] == pytest.approx(agreement, abs=one_image)
+    assert agreement >= 0.99 and abs(np.mean(int8 == labels) - np.mean(qat == labels)) <= 0.01
+
+
+def test_int8_file_holds_sparse_int8_weights_and_is_small(quantized_stage: Artifacts) -> None:
+    """Read from quantized.onnx itself: every INT8 layer's weight is an int8 initializer behind
+    a DequantizeLinear, the fp32-kept layers have float weights, about half of the int8 weights
+    are zero (sparsity 0.5 baked in), and the file shrank by what its int8 weights save."""
+    metrics = json.loads(quantized_stage.quantize_metrics.read_text())
+    graph = onnx.load(str(quantized_stage.quantized_onnx)).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+    weight_types = []
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul"):
+            producer = producers.get(node.input[1])
+            if producer is not None and producer.op_type == "DequantizeLinear":
+                weight_types.append(initializers[producer.input[0]].data_type)
+            else:
+                weight_types.append(initializers[node.input[1]].data_type)
+    assert weight_types.count(onnx.TensorProto.INT8) == len(metrics["layers"]["int8"])
+    assert weight_types.count(onnx.TensorProto.FLOAT) == len(metrics["layers"]["fp32"])
+    int8_weights = [
+        numpy_helper.to_array(t)
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
+    assert len(int8_weights) == metrics["initializer_types"]["int8"]
+    int8_elements = sum(w.size for w in int8_weights)
+    zeros = sum(int((w == 0).sum()) for w in int8_weights) / int8_elements
+    assert zeros >= max(0.95 * 0.5, metrics["sparsity"]["measured"] - 0.01), zeros
+    sizes = metrics["size_bytes"]
+    assert sizes["int8_onnx"] == quantized_stage.quantized_onnx.stat().st_size
+    assert sizes["fp32_onnx"] == quantized_stage.pruned_onnx.stat().st_size
+    # each int8 weight saves 3 of its 4 bytes; scales, int32 biases and the Q/DQ nodes give
+    # a little back (the SE blocks' convolutions stay float, so no fixed ratio to the fp32 file)
+    saved = sizes["fp32_onnx"] - sizes["int8_onnx"]
+    assert 0.9 * 3 * int8_elements <= saved <= 3 * int8_elements, (saved, int8_elements)
+
+
+def test_latency_figures_are_consistent(quantized_stage: Artifacts) -> None:
+    """32 images take longer than one for each file, and the reported INT8/fp32 ratios are
+    those of the reported latencies."""
+    metrics = json.loads(quantized_stage.quantize_metrics.read_text())
+    latency = metrics["latency_p50_ms"]
+    for name in ("fp32", "int8"):
+        assert latency[name]["batch_32"] > latency[name]["batch_1"], name
+    for batch in ("batch_1", "batch_32"):
+        ratio = latency["int8"][batch] / latency["fp32"][batch]
+        assert metrics["latency_ratio_int8_vs_fp32"][batch] == pytest.approx(ratio, abs=1e-4)
 
 
 def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Artifacts) -> None:
@@ -224,7 +289,6 @@ def test_qat_checkpoint_reloads_in_a_fresh_process(quantized_stage: Artifacts) -
     reloaded = torch.load(quantized_stage.root / "logits.pt", weights_only=True)
     with torch.no_grad():
         assert torch.allclose(load_qat_checkpoint(checkpoint)(images), reloaded)
-    assert quantized_stage.quantized_onnx.name == "quantized.onnx"
 
 
 def test_missing_pruned_artifact_is_a_clear_error(baseline_copy: Artifacts) -> None:

@@ -1,9 +1,20 @@
-"""The shared loop's learning-rate schedule: linear warm-up, then cosine decay."""
+"""The shared loop: its learning-rate schedule (linear warm-up, then cosine decay) and early
+stopping on the validation split."""
 
 import pytest
 import torch
 
-from compress.train.loop import warmup_cosine_schedule
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
+from compress.models.builders import build_model
+from compress.train.loop import (
+    Schedule,
+    accuracy,
+    cross_entropy_objective,
+    fit,
+    seed_everything,
+    warmup_cosine_schedule,
+)
 
 
 def _learning_rates(total_steps: int, warmup_steps: int, lr: float = 0.1) -> list[float]:
@@ -30,3 +41,24 @@ def test_no_warmup_starts_at_full_rate() -> None:
     rates = _learning_rates(total_steps=50, warmup_steps=0)
     assert rates[0] == pytest.approx(0.1)
     assert rates[25] == pytest.approx(0.05, rel=0.05)
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_within_patience(
+    prepared_artifacts: Artifacts,
+) -> None:
+    """A tiny CNN at a high rate saturates the validation split early: training stops
+    `patience` epochs after its last strictly better epoch (at most patience + 1 after the best
+    one), and hands back the weights of the best epoch, measured again here."""
+    info = load_info(prepared_artifacts.prepared_dir)
+    seed_everything(0)
+    model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
+    train = make_loader(training_dataset(info, 1, False, prepared_artifacts.prepared_dir), 64, True)
+    val = eval_loader("val", info, prepared_artifacts.prepared_dir)
+    schedule = Schedule(epochs=40, lr=0.2, weight_decay=5e-4, patience=2)
+    result = fit(model, cross_entropy_objective, train, val, schedule, "early")
+    epochs_run = len(result.history)
+    assert epochs_run < 40
+    assert epochs_run - result.best_epoch <= schedule.patience + 1
+    scores = [row["val_accuracy"] for row in result.history]
+    assert result.best_val_accuracy == max(scores) == accuracy(model, val)
+    assert max(scores[-schedule.patience :]) <= max(scores[: -schedule.patience])

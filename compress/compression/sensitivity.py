@@ -1,18 +1,18 @@
-"""Per-layer INT8 sensitivity, and the fewest float layers that bring INT8 within a drop budget.
+"""Per-layer INT8 sensitivity, measured on the validation split.
 
 Each layer is measured by leaving it alone in float on top of the base float list and running
 PTQ again, not by quantizing it alone: errors of quantized layers compound through the
 network, so "what keeping this layer in float recovers, with everything else INT8" is the
 figure the choice of float layers needs, and it is the very model `keep_fp32` would produce.
 Accuracy on the validation split moves in steps of one image, so the mean KL divergence from
-the float model's outputs (continuous) ranks layers whose accuracy effect ties."""
+the float model's outputs (continuous) ranks layers whose accuracy effect ties. A one-pass proxy
+(how much each layer grows the INT8 model's error) orders the layers first, so that the PTQ runs
+can stop at the few that matter."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -21,22 +21,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compress.compression.quantization import (
-    export_int8,
     layer_names,
     post_training_quantize,
-    resolve_keep_fp32,
 )
-from compress.config.benchmark import BenchmarkParams
-from compress.config.quantize import QuantizeParams
-from compress.core import atomic
-from compress.core.artifacts import Artifacts
-from compress.evaluation.benchmark import compare_onnx_latency
-from compress.evaluation.report import sensitivity_plot
 from compress.train.loop import predict
 
 log = logging.getLogger(__name__)
 
 FLOAT_EXTRA_BYTES = 3  # a weight kept in float32 costs 4 bytes instead of 1
+PROXY_IMAGES = 100  # calibration images the error-growth pass runs
 
 
 @dataclass(frozen=True)
@@ -50,8 +43,9 @@ class Score:
 @dataclass(frozen=True)
 class LayerSensitivity:
     layer: str
-    accuracy_recovered: float  # validation accuracy with this layer in float, minus without
-    kl_recovered: float  # KL to the float outputs without this layer in float, minus with
+    accuracy_recovered: float | None  # validation accuracy with it in float, minus without
+    kl_recovered: float | None  # KL to the float outputs without it in float, minus with
+    error_growth: float  # the one-pass proxy (None above: not measured by PTQ)
     float_bytes: int  # what keeping it in float adds to the model file
 
     def row(self) -> dict:
@@ -76,173 +70,93 @@ def ptq_score(
     return score(logits, fp32_logits, labels)
 
 
+@torch.no_grad()
+def error_growth(
+    model: nn.Module, quantized: nn.Module, images: torch.Tensor, layers: list[str]
+) -> dict[str, float]:
+    """One forward pass of each model: for every layer, how much the INT8 model's relative error
+    against the float model grows from the layer's input to its output. A layer whose own
+    quantization (its input's and its weights') hurts shows a jump; one that merely carries the
+    error of the layers before it does not. The cheap proxy that orders the PTQ measurements."""
+    captured: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for tag, network in (("fp32", model), ("int8", quantized)):
+        modules = dict(network.named_modules())
+        for name in layers:
+
+            def keep(module: nn.Module, inputs: tuple, output: torch.Tensor, key=(tag, name)):
+                captured[key] = (inputs[0].detach().float(), output.detach().float())
+
+            handles.append(modules[name].register_forward_hook(keep))
+    try:
+        model.eval()(images)
+        quantized.eval()(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    def relative(int8: torch.Tensor, fp32: torch.Tensor) -> float:
+        return float((int8 - fp32).norm() / (fp32.norm() + 1e-12))
+
+    growth = {}
+    for name in layers:
+        (fp32_in, fp32_out), (int8_in, int8_out) = (
+            captured[("fp32", name)],
+            captured[("int8", name)],
+        )
+        growth[name] = relative(int8_out, fp32_out) - relative(int8_in, fp32_in)
+    return growth
+
+
 def layer_sensitivity(
     model: nn.Module,
     calibration: torch.Tensor,
     val_loader: DataLoader,
     base_keep: list[str],
+    measure_top: int | None = None,
 ) -> tuple[Score, Score, list[LayerSensitivity]]:
     """(float score, INT8 score with `base_keep` in float, each other layer's sensitivity, most
-    sensitive first). `model` is the float model with batch norms folded; it is not changed."""
+    sensitive first). The layers are ordered by their error growth in one pass, then the first
+    `measure_top` of them (all when None) are measured by PTQ with each alone left in float,
+    and ranked by what that recovers; the others follow in proxy order, unmeasured. `model` is
+    the float model with batch norms folded; it is not changed."""
     fp32_logits, labels = predict(model, val_loader)
     fp32 = score(fp32_logits, fp32_logits, labels)
-    base = ptq_score(model, calibration, base_keep, val_loader, fp32_logits)
+    all_int8 = post_training_quantize(model, calibration, base_keep)
+    base = score(predict(all_int8, val_loader)[0], fp32_logits, labels)
     modules = dict(model.named_modules())
     candidates = [name for name in layer_names(model) if name not in base_keep]
-    ranking = []
-    for index, layer in enumerate(candidates, 1):
+    growth = error_growth(model, all_int8, calibration[:PROXY_IMAGES], candidates)
+    order = sorted(candidates, key=lambda name: -growth[name])
+    measured_count = len(order) if measure_top is None else min(measure_top, len(order))
+    measured, proxied = [], []
+    for index, layer in enumerate(order, 1):
+        entry = LayerSensitivity(
+            layer,
+            None,
+            None,
+            round(growth[layer], 8),
+            FLOAT_EXTRA_BYTES * modules[layer].weight.numel(),
+        )
+        if index > measured_count:
+            proxied.append(entry)
+            continue
         alone = ptq_score(model, calibration, [*base_keep, layer], val_loader, fp32_logits)
-        ranking.append(
-            LayerSensitivity(
-                layer,
-                round(alone.accuracy - base.accuracy, 6),
-                round(base.kl_to_fp32 - alone.kl_to_fp32, 8),
-                FLOAT_EXTRA_BYTES * modules[layer].weight.numel(),
+        measured.append(
+            replace(
+                entry,
+                accuracy_recovered=round(alone.accuracy - base.accuracy, 6),
+                kl_recovered=round(base.kl_to_fp32 - alone.kl_to_fp32, 8),
             )
         )
         log.info(
-            "Sensitivity %d/%d %s: %+.2f pt, KL %+.5f",
+            "Sensitivity %d/%d %s: %+.2f pt, KL %+.5f (error growth %.4f)",
             index,
-            len(candidates),
+            measured_count,
             layer,
-            ranking[-1].accuracy_recovered * 100,
-            ranking[-1].kl_recovered,
+            measured[-1].accuracy_recovered * 100,
+            measured[-1].kl_recovered,
+            growth[layer],
         )
-    ranking.sort(key=lambda entry: (-entry.accuracy_recovered, -entry.kl_recovered))
-    return fp32, base, ranking
-
-
-def choose_fp32_layers(
-    model: nn.Module,
-    calibration: torch.Tensor,
-    val_loader: DataLoader,
-    base_keep: list[str],
-    ranking: list[LayerSensitivity],
-    max_drop: float,
-    fp32_accuracy: float,
-    base: Score,
-) -> tuple[list[str], list[dict]]:
-    """Add the layers to the float list in the order of their sensitivity, one at a time, PTQ
-    again after each, until the INT8 model's validation accuracy is within `max_drop` of the
-    float model's (a layer that does not help alone may help once others are in float; in the
-    limit every layer is float). `base` is the INT8 score with `base_keep` in float, as
-    layer_sensitivity measured it. Returns the list and each step's figures."""
-    fp32_logits, _ = predict(model, val_loader)
-    keep, current = list(base_keep), base
-    steps = [{"kept": list(keep), "accuracy": current.accuracy, "kl": current.kl_to_fp32}]
-    for entry in ranking:
-        if fp32_accuracy - current.accuracy <= max_drop + 1e-9:
-            break
-        keep.append(entry.layer)
-        current = ptq_score(model, calibration, keep, val_loader, fp32_logits)
-        steps.append({"kept": list(keep), "accuracy": current.accuracy, "kl": current.kl_to_fp32})
-        log.info(
-            "keep_fp32 auto: + %s -> INT8 val accuracy %.4f (fp32 %.4f)",
-            entry.layer,
-            current.accuracy,
-            fp32_accuracy,
-        )
-    return keep, steps
-
-
-def float_layers(
-    model: nn.Module,
-    params: QuantizeParams,
-    num_classes: int,
-    calibration: torch.Tensor,
-    val_loader: DataLoader,
-    artifacts: Artifacts,
-) -> tuple[list[str], list[str], dict]:
-    """(base float list, chosen float list, record): `quantize.keep_fp32` as listed, or `auto`'s
-    choice; each layer's sensitivity written to metrics/sensitivity.json and its plots."""
-    auto = params.keep_fp32 == "auto"
-    base = [] if auto else resolve_keep_fp32(model, params.keep_fp32, num_classes)
-    if not params.sensitivity:
-        write_sensitivity(None, None, [], base, artifacts)
-        return base, base, {"mode": "list", "layers": base}
-    fp32, before, ranking = layer_sensitivity(model, calibration, val_loader, base)
-    write_sensitivity(fp32, before, ranking, base, artifacts)
-    keep, steps = (
-        choose_fp32_layers(
-            model,
-            calibration,
-            val_loader,
-            base,
-            ranking,
-            params.max_int8_drop,
-            fp32.accuracy,
-            before,
-        )
-        if auto
-        else (base, [])
-    )
-    after = steps[-1]["accuracy"] if steps else before.accuracy
-    return (
-        base,
-        keep,
-        {
-            "mode": "auto" if auto else "list",
-            "layers": keep,
-            "max_int8_drop": params.max_int8_drop,
-            "ptq_val_drop_points": {
-                "before": round((fp32.accuracy - before.accuracy) * 100, 2),
-                "after": round((fp32.accuracy - after) * 100, 2),
-            },
-            "steps": steps,
-        },
-    )
-
-
-def write_sensitivity(
-    fp32: Score | None,
-    base: Score | None,
-    ranking: list[LayerSensitivity],
-    base_keep: list[str],
-    artifacts: Artifacts,
-) -> None:
-    rows = [entry.row() for entry in ranking]
-    atomic.write_json(
-        artifacts.sensitivity_metrics,
-        {
-            "measured": fp32 is not None,
-            "method": "each layer alone left in float on top of the base list, PTQ again, "
-            "validation split",
-            "base_fp32_layers": base_keep,
-            "fp32": asdict(fp32) if fp32 else None,
-            "int8_base": asdict(base) if base else None,
-            "ranking": rows,
-        },
-    )
-    atomic.write_csv(artifacts.sensitivity_plot, rows)
-    sensitivity_plot(rows, artifacts.sensitivity_png)
-
-
-def float_layer_costs(
-    model: nn.Module,
-    base: list[str],
-    calibration: torch.Tensor,
-    input_shape: tuple[int, int, int],
-    bench: BenchmarkParams,
-    quantized_onnx: Path,
-) -> dict:
-    """What the chosen float layers cost: the shipped INT8 file against an INT8 export with
-    only the base list in float, size and latency side by side."""
-    with tempfile.TemporaryDirectory() as folder:
-        base_onnx = Path(folder) / "base_int8.onnx"
-        export_int8(post_training_quantize(model, calibration, base), input_shape, base_onnx)
-        latency = compare_onnx_latency(
-            {"base": base_onnx, "chosen": quantized_onnx},
-            input_shape,
-            [1, 32],
-            bench.warmup_runs,
-            bench.timed_runs,
-            bench.intra_op_threads,
-        )
-        extra_bytes = quantized_onnx.stat().st_size - base_onnx.stat().st_size
-    return {
-        "extra_bytes": extra_bytes,
-        "latency_p50_ms": {
-            batch: {name: latency[name][batch]["p50_ms"] for name in ("base", "chosen")}
-            for batch in ("batch_1", "batch_32")
-        },
-    }
+    measured.sort(key=lambda entry: (-entry.accuracy_recovered, -entry.kl_recovered))
+    return fp32, base, measured + proxied

@@ -12,17 +12,47 @@ from typing import Any
 from torch import nn
 
 from compress.compression.pruning import MacsPruner
-from compress.config.distill import TEACHER_STUDENT, DistillParams
+from compress.config.distill import (
+    AUTO_STUDENT,
+    FALLBACK_STUDENT,
+    TEACHER_STUDENT,
+    DistillParams,
+)
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import DatasetInfo
 from compress.models.builders import build_model
 from compress.models.checkpoints import architecture, load_model, load_warm_start, read_checkpoint
+from compress.models.onnx_teacher import ONNX_TEACHER
 
 log = logging.getLogger(__name__)
 
 # The cut keeps every layer at least this wide and channel counts SIMD-friendly, as `prune` does.
 CUT_MAX_LAYER_RATIO = 0.9
 CUT_ROUND_TO = 8
+
+
+def resolve_student(
+    params: DistillParams, info: DatasetInfo, artifacts: Artifacts
+) -> DistillParams:
+    """`distill.student: auto` made concrete: the teacher cut by `init_ratio` when the teacher is
+    a torch model Torch-Pruning can trace (the fastest pipeline and the smallest, fastest model
+    measured on digits), else FALLBACK_STUDENT (an ONNX teacher, or one that cannot be cut)."""
+    if params.student != AUTO_STUDENT:
+        return params
+    if read_checkpoint(artifacts.teacher_pt)["arch"] == ONNX_TEACHER:
+        reason = "the teacher is an ONNX file, which cannot be cut"
+    else:
+        try:
+            cut_from_teacher(artifacts.teacher_pt, info, params.init_ratio)
+            log.info(
+                "distill.student auto: the teacher cut by %.0f%% of its MACs",
+                100 * params.init_ratio,
+            )
+            return params.model_copy(update={"student": TEACHER_STUDENT})
+        except Exception as error:  # Torch-Pruning raises whatever tracing the model hits
+            reason = f"Torch-Pruning cannot cut the teacher ({error.__class__.__name__}: {error})"
+    log.info("distill.student auto: %s; %s instead", reason, FALLBACK_STUDENT)
+    return params.model_copy(update={"student": FALLBACK_STUDENT})
 
 
 def build_student(

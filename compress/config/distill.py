@@ -15,6 +15,8 @@ TemperatureSchedule = Literal["constant", "linear"]
 Divergence = Literal["forward_kl", "reverse_kl"]
 
 TEACHER_STUDENT = "teacher"  # distill.student: the teacher itself, cut by Torch-Pruning
+AUTO_STUDENT = "auto"  # the teacher cut when it can be, else FALLBACK_STUDENT
+FALLBACK_STUDENT = "mobilenet_v2"
 
 
 class FeatureKDParams(Section):
@@ -26,11 +28,11 @@ class FeatureKDParams(Section):
 class DistillParams(Section):
     section: ClassVar[str] = "distill"
 
-    student: str = "mobilenet_v2"
+    student: str = AUTO_STUDENT
     student_kwargs: dict[str, Any] = Field(default_factory=dict)
     adapt_stem: StemAdaptation = "auto"
     student_checkpoint: str | None = None  # warm start: a state dict under models/input/
-    init_ratio: float = Field(0.5, gt=0.0, lt=1.0)  # student: teacher, share of MACs cut
+    init_ratio: float = Field(0.95, gt=0.0, lt=1.0)  # student: teacher, share of MACs cut
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     temperature_schedule: TemperatureSchedule = "constant"
@@ -40,6 +42,7 @@ class DistillParams(Section):
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
     epochs: int = Field(30, ge=0, le=1000)
+    patience: int | None = Field(5, ge=1, le=1000)  # early stopping on validation; null: off
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.02, gt=0.0, le=10.0)
     lr_warmup_epochs: int = Field(3, ge=0, le=1000)
@@ -49,14 +52,17 @@ class DistillParams(Section):
     @field_validator("student")
     @classmethod
     def _reference(cls, value: str) -> str:
-        return value if value == TEACHER_STUDENT else model_reference(value, "distill.student")
+        if value in (TEACHER_STUDENT, AUTO_STUDENT):
+            return value
+        return model_reference(value, "distill.student")
 
     @model_validator(mode="after")
     def _one_initialisation(self) -> DistillParams:
-        if self.student == TEACHER_STUDENT and self.student_checkpoint:
+        if self.student in (TEACHER_STUDENT, AUTO_STUDENT) and self.student_checkpoint:
             raise ValueError(
-                "distill.student: teacher starts from the teacher's own cut weights; remove "
-                "distill.student_checkpoint or name an architecture in distill.student"
+                f"distill.student: {self.student} may start from the teacher's own cut weights; "
+                "remove distill.student_checkpoint or name the architecture its weights are for "
+                "in distill.student"
             )
         return self
 

@@ -18,6 +18,7 @@ class PruneParams(Section):
     target_ratio: float = Field(0.7, gt=0.0, lt=1.0)
     rounds: int = Field(4, ge=1, le=100)
     finetune_epochs: int = Field(10, ge=0, le=1000)
+    patience: int | None = Field(3, ge=1, le=1000)  # early stopping of each round; null: off
     lr_scale: float = Field(1.0, gt=0.0, le=10.0)
     global_pruning: bool = False
     max_layer_ratio: float = Field(0.8, gt=0.0, le=1.0)

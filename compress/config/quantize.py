@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from compress.config.section import Section
 
@@ -29,17 +29,10 @@ class QuantizeParams(Section):
     # most INT8-sensitive layers that bring INT8 within max_int8_drop of float on validation
     keep_fp32: list[str] | Literal["auto"] = "auto"
     max_int8_drop: float = Field(0.0, ge=0.0, le=1.0)
-    sensitivity: bool = True  # measure every layer's INT8 sensitivity (one PTQ per layer)
+    # rank every layer by INT8 sensitivity (one PTQ per layer) even when nothing needs it
+    sensitivity: bool = False
+    sensitivity_top: int = Field(8, ge=1, le=10_000)  # layers auto measures by PTQ, when it ranks
     qat: QATParams = Field(default_factory=QATParams)
     sparsity: SparsityParams = Field(default_factory=SparsityParams)
     max_onnx_accuracy_gap: float = Field(0.01, ge=0.0, le=1.0)
     seed: int = 0
-
-    @model_validator(mode="after")
-    def _auto_needs_sensitivity(self) -> QuantizeParams:
-        if self.keep_fp32 == "auto" and not self.sensitivity:
-            raise ValueError(
-                "quantize.keep_fp32: auto chooses layers by their measured INT8 sensitivity; set "
-                "quantize.sensitivity: true, or list the layers to keep in float"
-            )
-        return self

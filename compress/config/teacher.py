@@ -19,6 +19,7 @@ class TeacherParams(Section):
     checkpoint: str | None = None
     onnx: str | None = None  # a trained teacher as an ONNX file: measured as it is, never trained
     epochs: int = Field(15, ge=0, le=1000)
+    patience: int | None = Field(5, ge=1, le=1000)  # early stopping on validation; null: off
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)

@@ -91,7 +91,7 @@ def baseline(
         log.info("Loaded teacher '%s' from %s", params.arch, checkpoint)
     else:
         log.info("Training teacher '%s' for %d epochs", params.arch, params.epochs)
-        schedule = Schedule(params.epochs, params.lr, params.weight_decay)
+        schedule = Schedule(params.epochs, params.lr, params.weight_decay, patience=params.patience)
         result = fit(
             model, cross_entropy_objective, train_loader, val_loader, schedule, "teacher", compute
         )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compress.compression.students import build_student
+from compress.compression.students import build_student, resolve_student
 from compress.config.data import AugmentParams
 from compress.config.distill import TEACHER_STUDENT, DistillParams
 from compress.core import atomic
@@ -55,6 +55,7 @@ def distill(
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts, params)
+    params = resolve_student(params, info, artifacts)
     seed_everything(params.seed)
     student, record = build_student(params, info, artifacts)
     ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)

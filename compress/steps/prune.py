@@ -178,7 +178,12 @@ def prune_in_rounds(
     fine-tuning; one row per round after the `unpruned` one."""
     base_macs, rows = unpruned["macs"], [unpruned]
     distill = fine_tuning.distill
-    schedule = Schedule(params.finetune_epochs, distill.lr * params.lr_scale, distill.weight_decay)
+    schedule = Schedule(
+        params.finetune_epochs,
+        distill.lr * params.lr_scale,
+        distill.weight_decay,
+        patience=params.patience,
+    )
     for round_index in range(1, params.rounds + 1):
         pruner.prune_to(base_macs * (1 - params.target_ratio * round_index / params.rounds))
         pruned_val = accuracy(student, fine_tuning.val_loader)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress.compression.float_layers import float_layer_costs, float_layers
 from compress.compression.int8_onnx import weight_initializer_types
 from compress.compression.quantization import (
     apply_sparsity,
@@ -27,7 +28,6 @@ from compress.compression.quantization import (
     resolve_keep_fp32,
     save_qat_checkpoint,
 )
-from compress.compression.sensitivity import float_layer_costs, float_layers
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams

@@ -68,4 +68,10 @@ def distillation_objective(
 
 def distillation_schedule(params: DistillParams) -> Schedule:
     """The distill stage's own run (the control trains on the same schedule)."""
-    return Schedule(params.epochs, params.lr, params.weight_decay, params.lr_warmup_epochs)
+    return Schedule(
+        params.epochs,
+        params.lr,
+        params.weight_decay,
+        params.lr_warmup_epochs,
+        patience=params.patience,
+    )

@@ -57,6 +57,7 @@ class Schedule:
     weight_decay: float
     warmup_epochs: int = 0  # linear warm-up from 1 % of lr, then cosine decay
     max_grad_norm: float | None = None  # gradient norm clipping, off by default
+    patience: int | None = None  # stop after this many epochs without a better validation score
 
 
 def seed_everything(seed: int) -> None:
@@ -134,13 +135,15 @@ def fit(
     compute: Compute = CPU,
 ) -> FitResult:
     """SGD with Nesterov momentum and a cosine schedule after `warmup_epochs` of linear warm-up
-    (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs
-    or land several points lower, depending on the CPU's rounding); restores the weights of the
-    epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
-    epoch, since a small validation set saturates long before the schedule ends). Trains on `device`
-    and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
-    clips the gradient norm: QAT of a network whose batch norms are folded into its weights
-    has no normalisation left and diverges without it."""
+        (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs
+        or land several points lower, depending on the CPU's rounding); restores the weights of the
+        epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
+        epoch, since a small validation set saturates long before the schedule ends). With `patience`,
+    stops once that many epochs passed without a strictly better validation accuracy (the best
+        weights are kept: at most patience + 1 epochs after them). Trains on `device`
+        and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
+        clips the gradient norm: QAT of a network whose batch norms are folded into its weights
+        has no normalisation left and diverges without it."""
     epochs = schedule.epochs
     device = compute.device
     model.to(device)
@@ -162,7 +165,7 @@ def fit(
         optimizer, epochs * steps_per_epoch, min(schedule.warmup_epochs, epochs) * steps_per_epoch
     )
     best_accuracy = accuracy(model, val_loader)
-    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+    best_state, best_epoch, last_gain = copy.deepcopy(model.state_dict()), 0, 0
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -194,9 +197,16 @@ def fit(
             total_loss / seen,
             val_accuracy,
         )
+        if val_accuracy > best_accuracy:
+            last_gain = epoch
         if val_accuracy >= best_accuracy:  # ties go to the later, lower-learning-rate epoch
             best_accuracy, best_epoch = val_accuracy, epoch
             best_state = copy.deepcopy(model.state_dict())
+        if schedule.patience is not None and epoch - last_gain >= schedule.patience:
+            log.info(
+                "[%s] no better validation accuracy for %d epochs: stopped", name, epoch - last_gain
+            )
+            break
     model.load_state_dict(best_state)
     model.eval().to("cpu")
     if isinstance(objective, nn.Module):
