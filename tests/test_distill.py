@@ -82,7 +82,9 @@ def test_figures_are_the_written_files_on_the_test_split(
     assert written["teacher"]["accuracy"] == pytest.approx(
         np.mean(teacher.argmax(axis=1) == labels), abs=one_image
     )
-    check_per_class_accuracy(written["teacher"]["per_class_accuracy"], teacher.argmax(1), labels)
+    check_per_class_accuracy(
+        written["teacher"]["per_class_accuracy"], teacher.argmax(axis=1), labels
+    )
     assert _mean_kl(teacher, teacher) == pytest.approx(0.0, abs=1e-12)
     for run, path in (("distilled", artifacts.student_onnx), ("control", artifacts.control_onnx)):
         logits, figures = onnx_logits(path, images), written[run]

@@ -93,7 +93,7 @@ def test_onnx_teacher_is_measured_as_it_is_and_runs_the_whole_chain(
     )
 
     info = load_info(artifacts.prepared_dir)
-    assert resolve_student(DistillParams(), info, artifacts).student == FALLBACK_STUDENT
+    assert resolve_student(DistillParams(), info, artifacts)[0].student == FALLBACK_STUDENT
     params = DistillParams(
         student="tests.factories:tiny_cnn", epochs=2, lr_warmup_epochs=0, control=False
     )
@@ -158,7 +158,10 @@ def test_auto_student_is_the_teacher_cut_when_the_teacher_is_a_torch_model(
     baseline_artifacts: Artifacts,
 ) -> None:
     info = load_info(baseline_artifacts.prepared_dir)
-    chosen = resolve_student(DistillParams(), info, baseline_artifacts)
-    assert (chosen.student, chosen.init_ratio) == (TEACHER_STUDENT, DistillParams().init_ratio)
+    chosen, (student, record) = resolve_student(DistillParams(), info, baseline_artifacts)
+    assert (chosen.student, record["arch"]) == (TEACHER_STUDENT, "resnet18")
+    teacher_macs = count_macs_params(load_model(baseline_artifacts.teacher_pt)[0], (1, 8, 8))[0]
+    cut_share = 1 - count_macs_params(student, (1, 8, 8))[0] / teacher_macs
+    assert cut_share >= DistillParams().init_ratio
     named = DistillParams(student="mobilenet_v2")
-    assert resolve_student(named, info, baseline_artifacts) is named
+    assert resolve_student(named, info, baseline_artifacts) == (named, None)

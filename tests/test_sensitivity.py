@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.compression.sensitivity import choose_fp32_layers, layer_sensitivity
+from compress.compression.float_layers import choose_fp32_layers
+from compress.compression.sensitivity import layer_sensitivity
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams
@@ -107,7 +108,7 @@ def test_quantize_stage_with_auto_meets_its_budget_and_writes_the_ranking(
     assert chosen["ptq_val_drop_points"]["after"] <= 2.0
     # the measured growth of the file is the float copy of the layer: 3 more bytes a weight
     float_bytes = 3 * fragile_model.features[3].weight.numel()
-    assert chosen["cost"]["extra_bytes"] == pytest.approx(float_bytes, rel=0.1)
+    assert chosen["cost"]["extra_bytes"] == pytest.approx(float_bytes, rel=0.05)
     assert FRAGILE in metrics["layers"]["fp32"]
     int8_accuracy = onnx_accuracy(artifacts.quantized_onnx, artifacts)  # from the file itself
     assert metrics["accuracy"]["int8_onnxruntime"] == int8_accuracy > 0.8

@@ -31,36 +31,37 @@ CUT_MAX_LAYER_RATIO = 0.9
 CUT_ROUND_TO = 8
 
 
+Student = tuple[nn.Module, dict[str, Any]]  # the model and its architecture record
+
+
 def resolve_student(
     params: DistillParams, info: DatasetInfo, artifacts: Artifacts
-) -> DistillParams:
-    """`distill.student: auto` made concrete: the teacher cut by `init_ratio` when the teacher is
-    a torch model Torch-Pruning can trace (the fastest pipeline and the smallest, fastest model
-    measured on digits), else FALLBACK_STUDENT (an ONNX teacher, or one that cannot be cut)."""
+) -> tuple[DistillParams, Student | None]:
+    """`distill.student: auto` made concrete, with the student when that meant cutting it: the
+    teacher cut by `init_ratio` when the teacher is a torch model Torch-Pruning can trace (the
+    fastest pipeline and the smallest, fastest model measured on digits), else FALLBACK_STUDENT
+    (an ONNX teacher, or one that cannot be cut). Other values come back as they are."""
     if params.student != AUTO_STUDENT:
-        return params
+        return params, None
     if read_checkpoint(artifacts.teacher_pt)["arch"] == ONNX_TEACHER:
         reason = "the teacher is an ONNX file, which cannot be cut"
     else:
         try:
-            cut_from_teacher(artifacts.teacher_pt, info, params.init_ratio)
+            cut = cut_from_teacher(artifacts.teacher_pt, info, params.init_ratio)
             log.info(
                 "distill.student auto: the teacher cut by %.0f%% of its MACs",
                 100 * params.init_ratio,
             )
-            return params.model_copy(update={"student": TEACHER_STUDENT})
+            return params.model_copy(update={"student": TEACHER_STUDENT}), cut
         except Exception as error:  # Torch-Pruning raises whatever tracing the model hits
             reason = f"Torch-Pruning cannot cut the teacher ({error.__class__.__name__}: {error})"
     log.info("distill.student auto: %s; %s instead", reason, FALLBACK_STUDENT)
-    return params.model_copy(update={"student": FALLBACK_STUDENT})
+    return params.model_copy(update={"student": FALLBACK_STUDENT}), None
 
 
-def build_student(
-    params: DistillParams, info: DatasetInfo, artifacts: Artifacts
-) -> tuple[nn.Module, dict[str, Any]]:
+def build_student(params: DistillParams, info: DatasetInfo, artifacts: Artifacts) -> Student:
     """The student to distil into and its architecture record (`arch` plus what
-    `checkpoints.architecture` carries). Deterministic given the seed, so the control gets the
-    same starting weights by calling it again."""
+    `checkpoints.architecture` carries). Deterministic given the seed."""
     if params.student == TEACHER_STUDENT:
         return cut_from_teacher(artifacts.teacher_pt, info, params.init_ratio)
     model = build_model(
@@ -87,9 +88,7 @@ def build_student(
     return model, record
 
 
-def cut_from_teacher(
-    teacher_path: Path, info: DatasetInfo, init_ratio: float
-) -> tuple[nn.Module, dict[str, Any]]:
+def cut_from_teacher(teacher_path: Path, info: DatasetInfo, init_ratio: float) -> Student:
     """A copy of the teacher with `init_ratio` of its MACs removed (L1 channel importance),
     keeping the teacher's weights in what is left."""
     model, payload = load_model(teacher_path)

@@ -3,6 +3,7 @@ student on hard labels only (the control) so the metrics show what distillation 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from compress.compression.students import build_student, resolve_student
+from compress.compression.students import Student, build_student, resolve_student
 from compress.config.data import AugmentParams
 from compress.config.distill import TEACHER_STUDENT, DistillParams
 from compress.core import atomic
@@ -55,9 +56,10 @@ def distill(
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts, params)
-    params = resolve_student(params, info, artifacts)
+    params, cut = resolve_student(params, info, artifacts)
     seed_everything(params.seed)
-    student, record = build_student(params, info, artifacts)
+    student, record = cut if cut is not None else build_student(params, info, artifacts)
+    control_start = copy.deepcopy(student)  # the control starts from the same weights
     ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
@@ -93,7 +95,9 @@ def distill(
     }
     control_history: list[dict] = []
     if params.control:
-        control_history = train_control(params, info, train_set, val_loader, artifacts, compute)
+        control_history = train_control(
+            params, (control_start, record), info, train_set, val_loader, artifacts, compute
+        )
         control, _ = load_model(artifacts.control_pt)
         control_logits, _ = predict(control, test_loader)
         metrics["control"] = summarize_model(
@@ -230,6 +234,7 @@ def summarize_model(
 
 def train_control(
     params: DistillParams,
+    start: Student,
     info: DatasetInfo,
     train_set: Dataset,
     val_loader: DataLoader,
@@ -237,8 +242,8 @@ def train_control(
     compute: Compute,
 ) -> list[dict]:
     """The same student, starting weights, epochs, seed and data on hard labels only."""
+    control, record = start
     seed_everything(params.seed)
-    control, record = build_student(params, info, artifacts)
     log.info("Training the control '%s' on hard labels", params.student)
     result = fit(
         control,
