@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.compression.float_layers import choose_fp32_layers
+from compress.compression.float_layers import choose_fp32_layers, float_layers
 from compress.compression.sensitivity import layer_sensitivity
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
@@ -47,8 +47,8 @@ BENCH = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3, intra_op_t
 
 
 @pytest.fixture(scope="module")
-def fragile_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
-    """tiny_cnn trained for 8 epochs, then made fragile in FRAGILE (float outputs unchanged)."""
+def trained_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
+    """tiny_cnn trained for 8 epochs: an ordinary network, which INT8 barely changes."""
     info = load_info(prepared_artifacts.prepared_dir)
     seed_everything(0)
     model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
@@ -56,7 +56,15 @@ def fragile_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
     val = eval_loader("val", info, prepared_artifacts.prepared_dir)
     schedule = Schedule(epochs=8, lr=0.2, weight_decay=5e-4)
     fit(model, cross_entropy_objective, make_loader(train, 64, True), val, schedule, "tiny")
-    model.eval()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fragile_model(trained_model: torch.nn.Module, prepared_artifacts: Artifacts) -> torch.nn.Module:
+    """The trained tiny_cnn made fragile in FRAGILE (float outputs unchanged)."""
+    info = load_info(prepared_artifacts.prepared_dir)
+    val = eval_loader("val", info, prepared_artifacts.prepared_dir)
+    model = copy.deepcopy(trained_model)
     before = accuracy(model, val)
     with torch.no_grad():
         model.features[1].weight[0] *= 1000  # channel 0 into FRAGILE: 1000x larger
@@ -64,6 +72,43 @@ def fragile_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
         model.features[3].weight[:, 0] /= 1000  # and 1000x less weight on it
     assert accuracy(model, val) == before
     return model
+
+
+def _auto(model: torch.nn.Module, prepared: Artifacts, tmp_path, **params) -> tuple[list, dict]:
+    """`keep_fp32: auto`'s choice for a copy of `model` (batch norms folded, as quantize does)."""
+    info = load_info(prepared.prepared_dir)
+    calibration = normalize_tensor(load_split("calibration", prepared.prepared_dir)[0], info)
+    val = eval_loader("val", info, prepared.prepared_dir)
+    model = copy.deepcopy(model)
+    fold_batchnorm(model)
+    quantize_params = QuantizeParams(keep_fp32="auto", max_int8_drop=0.02, **params)
+    _, keep, record = float_layers(
+        model, quantize_params, info.num_classes, calibration, val, Artifacts(tmp_path)
+    )
+    return keep, record
+
+
+def test_auto_ranks_no_layer_when_every_layer_int8_meets_the_budget(
+    trained_model: torch.nn.Module, prepared_artifacts: Artifacts, tmp_path
+) -> None:
+    keep, record = _auto(trained_model, prepared_artifacts, tmp_path)
+    assert record["ptq_val_drop_points"]["before"] <= 2.0
+    assert (keep, record["layers_ranked"], record["layers_measured_by_ptq"]) == ([], 0, 0)
+    written = json.loads(Artifacts(tmp_path).sensitivity_metrics.read_text())
+    assert written["ranking"] == [] and written["measured"] is False
+
+
+def test_auto_ranks_when_int8_misses_and_the_proxy_finds_the_fragile_layer(
+    fragile_model: torch.nn.Module, prepared_artifacts: Artifacts, tmp_path
+) -> None:
+    """Only the proxy's first layer is measured by PTQ: the fragile one, which auto keeps."""
+    keep, record = _auto(fragile_model, prepared_artifacts, tmp_path, sensitivity_top=1)
+    assert record["ptq_val_drop_points"]["before"] > 30
+    assert keep == [FRAGILE] and record["ptq_val_drop_points"]["after"] <= 2.0
+    assert record["layers_measured_by_ptq"] == 1 < record["layers_ranked"]
+    ranking = json.loads(Artifacts(tmp_path).sensitivity_metrics.read_text())["ranking"]
+    assert ranking[0]["layer"] == FRAGILE and ranking[0]["accuracy_recovered"] > 0.3
+    assert all(entry["accuracy_recovered"] is None for entry in ranking[1:])
 
 
 def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
@@ -116,8 +161,3 @@ def test_quantize_stage_with_auto_meets_its_budget_and_writes_the_ranking(
     assert ranking[0]["layer"] == FRAGILE
     assert artifacts.sensitivity_plot.read_text().splitlines()[1].startswith(FRAGILE)
     assert Image.open(artifacts.sensitivity_png).size[0] > 500
-
-
-def test_auto_without_sensitivity_is_refused() -> None:
-    with pytest.raises(ValueError, match="quantize.sensitivity: true"):
-        QuantizeParams(keep_fp32="auto", sensitivity=False)

@@ -146,8 +146,9 @@ def write_sensitivity(
             "ranking": rows,
         },
     )
-    atomic.write_csv(artifacts.sensitivity_plot, rows)
-    sensitivity_plot(rows, artifacts.sensitivity_png)
+    measured = [row for row in rows if row["accuracy_recovered"] is not None]
+    atomic.write_csv(artifacts.sensitivity_plot, measured)
+    sensitivity_plot(measured, artifacts.sensitivity_png)
 
 
 def float_layer_costs(
