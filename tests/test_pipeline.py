@@ -70,7 +70,7 @@ def _tiny_repo(repo: Path) -> None:
 def _tiny(params: dict) -> None:
     params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
     params["teacher"]["epochs"] = 1
-    params["distill"]["epochs"] = 1
+    params["distill"] |= {"epochs": 1, "student": "mobilenet_v2"}  # the layer names below
     params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
     params["quantize"]["qat"]["epochs"] = 1
     # orchestration tests: the default float layers, without the per-layer sensitivity pass

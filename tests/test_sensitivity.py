@@ -74,14 +74,16 @@ def fragile_model(trained_model: torch.nn.Module, prepared_artifacts: Artifacts)
     return model
 
 
-def _auto(model: torch.nn.Module, prepared: Artifacts, tmp_path, **params) -> tuple[list, dict]:
+def _auto(
+    model: torch.nn.Module, prepared: Artifacts, tmp_path, budget: float, **params
+) -> tuple[list, dict]:
     """`keep_fp32: auto`'s choice for a copy of `model` (batch norms folded, as quantize does)."""
     info = load_info(prepared.prepared_dir)
     calibration = normalize_tensor(load_split("calibration", prepared.prepared_dir)[0], info)
     val = eval_loader("val", info, prepared.prepared_dir)
     model = copy.deepcopy(model)
     fold_batchnorm(model)
-    quantize_params = QuantizeParams(keep_fp32="auto", max_int8_drop=0.02, **params)
+    quantize_params = QuantizeParams(keep_fp32="auto", max_int8_drop=budget, **params)
     _, keep, record = float_layers(
         model, quantize_params, info.num_classes, calibration, val, Artifacts(tmp_path)
     )
@@ -91,8 +93,9 @@ def _auto(model: torch.nn.Module, prepared: Artifacts, tmp_path, **params) -> tu
 def test_auto_ranks_no_layer_when_every_layer_int8_meets_the_budget(
     trained_model: torch.nn.Module, prepared_artifacts: Artifacts, tmp_path
 ) -> None:
-    keep, record = _auto(trained_model, prepared_artifacts, tmp_path)
-    assert record["ptq_val_drop_points"]["before"] <= 2.0
+    """A budget the all-INT8 model meets (this tiny CNN loses a few points in INT8)."""
+    keep, record = _auto(trained_model, prepared_artifacts, tmp_path, budget=0.1)
+    assert record["ptq_val_drop_points"]["before"] <= 10.0
     assert (keep, record["layers_ranked"], record["layers_measured_by_ptq"]) == ([], 0, 0)
     written = json.loads(Artifacts(tmp_path).sensitivity_metrics.read_text())
     assert written["ranking"] == [] and written["measured"] is False
@@ -102,9 +105,9 @@ def test_auto_ranks_when_int8_misses_and_the_proxy_finds_the_fragile_layer(
     fragile_model: torch.nn.Module, prepared_artifacts: Artifacts, tmp_path
 ) -> None:
     """Only the proxy's first layer is measured by PTQ: the fragile one, which auto keeps."""
-    keep, record = _auto(fragile_model, prepared_artifacts, tmp_path, sensitivity_top=1)
+    keep, record = _auto(fragile_model, prepared_artifacts, tmp_path, 0.1, sensitivity_top=1)
     assert record["ptq_val_drop_points"]["before"] > 30
-    assert keep == [FRAGILE] and record["ptq_val_drop_points"]["after"] <= 2.0
+    assert keep == [FRAGILE] and record["ptq_val_drop_points"]["after"] <= 10.0
     assert record["layers_measured_by_ptq"] == 1 < record["layers_ranked"]
     ranking = json.loads(Artifacts(tmp_path).sensitivity_metrics.read_text())["ranking"]
     assert ranking[0]["layer"] == FRAGILE and ranking[0]["accuracy_recovered"] > 0.3

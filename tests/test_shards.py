@@ -12,6 +12,7 @@ import torch
 
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.data import shards
 from compress.data.loaders import (
     SeededSampler,
     eval_loader,
@@ -19,7 +20,6 @@ from compress.data.loaders import (
     load_split,
     make_loader,
     open_split,
-    shards,
     training_dataset,
 )
 from compress.data.shards import ShardReader, ShardWriter

@@ -75,17 +75,21 @@ def error_growth(
     model: nn.Module, quantized: nn.Module, images: torch.Tensor, layers: list[str]
 ) -> dict[str, float]:
     """One forward pass of each model: for every layer, how much the INT8 model's relative error
-    against the float model grows from the layer's input to its output. A layer whose own
-    quantization (its input's and its weights') hurts shows a jump; one that merely carries the
-    error of the layers before it does not. The cheap proxy that orders the PTQ measurements."""
-    captured: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    against the float model grows from the output of the layer that ran before it to its own
+    output, so the quantization of its input activations and of its weights count for it. A
+    layer whose quantization hurts shows a jump; one that merely carries the error of the layers
+    before it does not. The cheap proxy that orders the PTQ measurements."""
+    outputs: dict[str, dict[str, torch.Tensor]] = {"fp32": {}, "int8": {}}
+    order: list[str] = []
     handles = []
     for tag, network in (("fp32", model), ("int8", quantized)):
         modules = dict(network.named_modules())
         for name in layers:
 
-            def keep(module: nn.Module, inputs: tuple, output: torch.Tensor, key=(tag, name)):
-                captured[key] = (inputs[0].detach().float(), output.detach().float())
+            def keep(module: nn.Module, inputs: tuple, output: torch.Tensor, tag=tag, name=name):
+                outputs[tag][name] = output.detach().float()
+                if tag == "fp32":
+                    order.append(name)
 
             handles.append(modules[name].register_forward_hook(keep))
     try:
@@ -94,18 +98,15 @@ def error_growth(
     finally:
         for handle in handles:
             handle.remove()
-
-    def relative(int8: torch.Tensor, fp32: torch.Tensor) -> float:
-        return float((int8 - fp32).norm() / (fp32.norm() + 1e-12))
-
-    growth = {}
-    for name in layers:
-        (fp32_in, fp32_out), (int8_in, int8_out) = (
-            captured[("fp32", name)],
-            captured[("int8", name)],
+    errors = {
+        name: float(
+            (outputs["int8"][name] - outputs["fp32"][name]).norm()
+            / (outputs["fp32"][name].norm() + 1e-12)
         )
-        growth[name] = relative(int8_out, fp32_out) - relative(int8_in, fp32_in)
-    return growth
+        for name in layers
+    }
+    before = dict(zip(order, [0.0, *[errors[name] for name in order[:-1]]], strict=True))
+    return {name: errors[name] - before[name] for name in layers}
 
 
 def layer_sensitivity(

@@ -27,3 +27,15 @@ class ComputeParams(Section):
                 "first node, reachable from every node"
             )
         return self
+
+    def batch_split_problems(self, sections: dict[str, Section]) -> list[str]:
+        """Each data-parallel process takes an equal share of every training batch: a section's
+        `batch_size` must split over `nodes x processes_per_node`."""
+        world = self.nodes * self.processes_per_node
+        return [
+            f"{name}.batch_size={section.batch_size} cannot be split evenly over the {world} "
+            "training processes (compute.nodes x compute.processes_per_node); make it a "
+            "multiple of them"
+            for name, section in sections.items()
+            if getattr(section, "batch_size", None) and section.batch_size % world
+        ]

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from compress.config.compute import ComputeParams
 from compress.config.section import Section
 from compress.core.errors import PipelineError
 
@@ -95,4 +96,7 @@ def load_sections(*models: type[Section], path: Path = PARAMS_FILE) -> tuple[Sec
     """The sections a stage reads, each checked against its schema, in the order asked:
     `distill, data = load_sections(DistillParams, DataParams)`."""
     sections = validate_sections(read_params(path), path, {m.section: m for m in models})
+    compute = sections.get(ComputeParams.section)
+    if isinstance(compute, ComputeParams) and (problems := compute.batch_split_problems(sections)):
+        raise PipelineError(f"Invalid params in '{path}': " + "; ".join(problems) + ".")
     return tuple(sections[model.section] for model in models)

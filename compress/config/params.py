@@ -43,17 +43,10 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _batches_split_over_processes(self) -> Params:
-        """Each data-parallel process takes an equal share of every training batch."""
-        world = self.compute.nodes * self.compute.processes_per_node
-        for name, batch in (
-            ("teacher.batch_size", self.teacher.batch_size),
-            ("distill.batch_size", self.distill.batch_size),
-        ):
-            if batch % world:
-                raise ValueError(
-                    f"{name}={batch} cannot be split evenly over the {world} training processes "
-                    "(compute.nodes x compute.processes_per_node); make it a multiple of them"
-                )
+        training = {"teacher": self.teacher, "distill": self.distill}
+        problems = self.compute.batch_split_problems(training)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

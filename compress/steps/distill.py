@@ -67,11 +67,7 @@ def distill(
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
     teacher_logits, labels = predict(teacher, test_loader)
-    log.info(
-        "Distilling '%s' from the teacher (%.1fx fewer params)",
-        params.student,
-        ratios["params_ratio"],
-    )
+    log.info("Distilling '%s' (%.1fx fewer params)", params.student, ratios["params_ratio"])
     result = train_distilled(student, teacher, params, info, train_set, val_loader, compute)
     save_student(artifacts.student_pt, student, record, info)
     export_onnx(student, info.input_shape, artifacts.student_onnx, info.contract())
@@ -93,11 +89,10 @@ def distill(
         )
         | {"best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2)},
     }
-    control_history: list[dict] = []
+    control_history = train_control(
+        params, (control_start, record), info, train_set, val_loader, artifacts, compute
+    )
     if params.control:
-        control_history = train_control(
-            params, (control_start, record), info, train_set, val_loader, artifacts, compute
-        )
         control, _ = load_model(artifacts.control_pt)
         control_logits, _ = predict(control, test_loader)
         metrics["control"] = summarize_model(
@@ -111,11 +106,6 @@ def distill(
         )
         metrics["distillation_gain_points"] = round(
             (metrics["distilled"]["accuracy"] - metrics["control"]["accuracy"]) * 100, 2
-        )
-    else:
-        atomic.replace_dir(
-            artifacts.control_dir,
-            lambda d: (d / "skipped.txt").write_text("distill.control is false\n"),
         )
     metrics |= compression_summary(metrics, artifacts)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -241,7 +231,12 @@ def train_control(
     artifacts: Artifacts,
     compute: Compute,
 ) -> list[dict]:
-    """The same student, starting weights, epochs, seed and data on hard labels only."""
+    """The same student, starting weights, epochs, seed and data on hard labels only; with
+    `distill.control: false`, a note in its place."""
+    if not params.control:
+        note = "distill.control is false\n"
+        atomic.replace_dir(artifacts.control_dir, lambda d: (d / "skipped.txt").write_text(note))
+        return []
     control, record = start
     seed_everything(params.seed)
     log.info("Training the control '%s' on hard labels", params.student)

@@ -125,6 +125,28 @@ def warmup_cosine_schedule(
     )
 
 
+def sgd_with_schedule(
+    parameters: list[nn.Parameter], schedule: Schedule, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum, its rate following `warmup_cosine_schedule` step by step."""
+    optimizer = torch.optim.SGD(
+        parameters,
+        lr=schedule.lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=schedule.weight_decay,
+    )
+    epochs, warmup = schedule.epochs, min(schedule.warmup_epochs, schedule.epochs)
+    scheduler = warmup_cosine_schedule(
+        optimizer, epochs * steps_per_epoch, warmup * steps_per_epoch
+    )
+    return optimizer, scheduler
+
+
+def last_row(history: list[dict[str, float]]) -> tuple[float, float]:
+    return history[-1]["train_loss"], history[-1]["val_accuracy"]
+
+
 def fit(
     model: nn.Module,
     objective: Objective,
@@ -135,15 +157,15 @@ def fit(
     compute: Compute = CPU,
 ) -> FitResult:
     """SGD with Nesterov momentum and a cosine schedule after `warmup_epochs` of linear warm-up
-        (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs
-        or land several points lower, depending on the CPU's rounding); restores the weights of the
-        epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
-        epoch, since a small validation set saturates long before the schedule ends). With `patience`,
-    stops once that many epochs passed without a strictly better validation accuracy (the best
-        weights are kept: at most patience + 1 epochs after them). Trains on `device`
-        and hands the model back on the CPU, where export and benchmarks run. `max_grad_norm`
-        clips the gradient norm: QAT of a network whose batch norms are folded into its weights
-        has no normalisation left and diverges without it."""
+    (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs or
+    land several points lower, depending on the CPU's rounding); restores the weights of the
+    epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
+    epoch, since a small validation set saturates long before the schedule ends). With
+    `patience`, stops once that many epochs passed without a strictly better validation accuracy
+    (the best weights are kept: at most patience + 1 epochs after them). Trains on `device` and
+    hands the model back on the CPU, where export and benchmarks run. `max_grad_norm` clips the
+    gradient norm: QAT of a network whose batch norms are folded into its weights has no
+    normalisation left and diverges without it."""
     epochs = schedule.epochs
     device = compute.device
     model.to(device)
@@ -153,17 +175,7 @@ def fit(
     extra_parameters = [p for p in objective.parameters() if p.requires_grad] if trainable else []
     parameters = [p for p in model.parameters() if p.requires_grad] + extra_parameters
     trained = data_parallel(model, compute)
-    optimizer = torch.optim.SGD(
-        parameters,
-        lr=schedule.lr,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=schedule.weight_decay,
-    )
-    steps_per_epoch = len(train_loader)
-    scheduler = warmup_cosine_schedule(
-        optimizer, epochs * steps_per_epoch, min(schedule.warmup_epochs, epochs) * steps_per_epoch
-    )
+    optimizer, scheduler = sgd_with_schedule(parameters, schedule, len(train_loader))
     best_accuracy = accuracy(model, val_loader)
     best_state, best_epoch, last_gain = copy.deepcopy(model.state_dict()), 0, 0
     history: list[dict[str, float]] = []
@@ -190,12 +202,7 @@ def fit(
             {"epoch": epoch, "train_loss": total_loss / seen, "val_accuracy": val_accuracy}
         )
         log.info(
-            "[%s] epoch %d/%d  loss %.4f  val acc %.4f",
-            name,
-            epoch,
-            epochs,
-            total_loss / seen,
-            val_accuracy,
+            "[%s] epoch %d/%d  loss %.4f  val acc %.4f", name, epoch, epochs, *last_row(history)
         )
         if val_accuracy > best_accuracy:
             last_gain = epoch
