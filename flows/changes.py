@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from compress.core.artifacts import Artifacts
+from compress.data.loaders import split_hashes
 from flows.compress import run_dvc
 
 CODE_PATHS = ("compress", "stages", "flows", "dvc.yaml", "pyproject.toml", "constraints.txt")
@@ -79,8 +80,32 @@ def data_changes(repo: Path, commit: str, old_lock: str | None, new_lock: str | 
     }
 
 
-def changes_since(repo: Path, commit: str) -> dict:
-    """The data, teacher, params and code of the new model against production's commit."""
+def split_changes(production: dict[str, set[str]], prepared_dir: Path) -> dict:
+    """Per split, the images (by content hash) added and removed since production's data, and
+    the images production trained or calibrated on that are now in test or validation (0 with
+    splits by content hash while data.seed and the split fractions stay)."""
+    current = {split: set(split_hashes(prepared_dir / f"{split}.rows.csv")) for split in production}
+    trained_on = production["train"] | production["calibration"]
+    return {
+        "per_split": {
+            split: {
+                "added": len(current[split] - production[split]),
+                "removed": len(production[split] - current[split]),
+            }
+            for split in production
+        },
+        "production_training_images_now_in_test_or_val": len(
+            trained_on & (current["test"] | current["val"])
+        ),
+        "production_test_or_val_images_now_in_training": len(
+            (production["test"] | production["val"]) & (current["train"] | current["calibration"])
+        ),
+    }
+
+
+def changes_since(repo: Path, commit: str, splits: dict[str, set[str]] | None = None) -> dict:
+    """The data, teacher, params and code of the new model against production's commit;
+    with production's splits, how each split changed."""
     lock = Artifacts(repo).dvc_lock
     old_lock = read_at(repo, commit, Artifacts.dvc_lock)
     new_lock = lock.read_text() if lock.exists() else None
@@ -90,8 +115,11 @@ def changes_since(repo: Path, commit: str) -> dict:
         _lock_hashes(new_lock, "baseline"),
     )
     params = run_dvc(repo, "params", "diff", commit, "--json")
+    data = data_changes(repo, commit, old_lock, new_lock)
+    if splits is not None:
+        data["splits"] = split_changes(splits, Artifacts(repo).prepared_dir)
     return {
-        "data": data_changes(repo, commit, old_lock, new_lock),
+        "data": data,
         "teacher": {
             key: {"before": old_baseline.get(path), "after": new_baseline.get(path)}
             for key, path in (("input_md5", teacher_input), ("teacher_md5", teacher_out))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
+from sklearn.datasets import load_digits
 
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams, DataParams
@@ -25,6 +28,19 @@ TINY_BENCH = BenchmarkParams(
     batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
 )
 DIGITS = DataParams(image_size=8)  # the native 8x8 digits keep the tests fast
+
+
+def digit_images(root: Path, keep: Callable[[int, int], bool] = lambda index, label: True) -> None:
+    """scikit-learn's digits as 8-bit PNG files in class folders under `root`, the way a
+    team's data comes (those `keep(index, label)` selects): the pipeline runs on an image
+    folder, so `predict` can be checked on the very files."""
+    digits = load_digits()
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        if keep(index, int(label)):
+            folder = root / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.round(image * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{index:04d}.png")
 
 
 def labelled_test_split(artifacts: Artifacts) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ PACKAGES = [
     "compression",  # students, pruning, quantization, INT8 ONNX, sensitivity
     "search",  # the recipe search's trials
     "steps",  # one function per DVC stage
+    "registry",  # GTO versions, rollback, the decisions log
     "commands",  # the stage runner and the `compress` command
 ]
 # What the runtime may import besides the standard library: its distribution's dependencies.

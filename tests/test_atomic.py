@@ -3,6 +3,7 @@ file (a model server or a teammate running as another user can read it)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -12,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from compress.commands.runner import run_stage
 from compress.config.gate import GateParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
-from compress.core.errors import PipelineError
 from compress.models.checkpoints import save_checkpoint
 from compress.models.onnx_export import export_onnx
+from compress.runtime.errors import TRANSIENT_EXIT_CODE
 from compress.steps.validate_teacher import validate_teacher
 
 
@@ -69,8 +71,73 @@ def test_a_failed_writer_leaves_neither_out_nor_temporary_file(tmp_path: Path) -
 
     def fail(tmp: Path) -> None:
         tmp.write_text("half")
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(PipelineError, match="Writing '.*out.json' failed: No space left"):
+    with pytest.raises(OSError, match="Writing '.*out.json' failed: No space left") as raised:
         atomic.write_with(target, fail)
+    assert raised.value.errno == errno.ENOSPC  # stays transient: the stage exits 75
     assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+
+
+def _failing_replace(monkeypatch: pytest.MonkeyPatch, code: int, when) -> None:
+    """os.replace as the atomic module calls it, failing with `code` when `when(src, dst)`."""
+    real = os.replace
+
+    def replace(source, destination) -> None:
+        if when(Path(source), Path(destination)):
+            raise OSError(code, os.strerror(code))
+        real(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+
+
+@pytest.mark.parametrize(
+    ("code", "exit_code", "said"),
+    [
+        (errno.ENOSPC, TRANSIENT_EXIT_CODE, "transient I/O error"),
+        (errno.EIO, TRANSIENT_EXIT_CODE, "transient I/O error"),
+        (errno.EACCES, 1, "Cannot write '"),
+        (errno.EROFS, 1, "Cannot write '"),
+    ],
+)
+def test_exit_codes_follow_the_errno_at_the_write_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    code: int,
+    exit_code: int,
+    said: str,
+) -> None:
+    """A full disk or an I/O error may pass on a retry (75, which the flow retries); no
+    permission or a read-only folder is the user's to fix (1, the path named)."""
+    target = tmp_path / "metrics/out.json"
+    _failing_replace(monkeypatch, code, lambda source, destination: destination == target)
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda: atomic.write_json(target, {"a": 1}))
+    message = capsys.readouterr().err
+    assert exited.value.code == exit_code, message
+    assert said in message and str(target) in message
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_folder_is_swapped_whole_even_when_the_swap_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new folder's rename fails after the old one was moved aside: the old folder is put
+    back whole. The next call (a rerun) cleans leftovers of a killed one and swaps."""
+    target = tmp_path / "models/openvino"
+    atomic.replace_dir(target, lambda folder: (folder / "old.xml").write_text("old"))
+    _failing_replace(  # the new folder's rename only, not the old one's way back
+        monkeypatch,
+        errno.EIO,
+        lambda source, destination: destination == target and not source.name.endswith(".old"),
+    )
+    with pytest.raises(OSError):
+        atomic.replace_dir(target, lambda folder: (folder / "new.xml").write_text("new"))
+    assert [p.name for p in target.iterdir()] == ["old.xml"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["openvino"]
+    monkeypatch.undo()
+    (target.parent / ".openvino.killed").mkdir()  # what a kill -9 mid-swap leaves
+    atomic.replace_dir(target, lambda folder: (folder / "new.xml").write_text("new"))
+    assert [p.name for p in target.iterdir()] == ["new.xml"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["openvino"]

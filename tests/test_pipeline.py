@@ -13,24 +13,36 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from PIL import Image
+from prefect import flow
 from prefect.client.orchestration import get_client
-from sklearn.datasets import load_digits
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL
 
+from compress.config.evaluate import AcceptanceGate, EvaluateParams
+from compress.config.registry import RegistryParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import load_split
 from compress.evaluation.benchmark import encode_png
 from compress.runtime.contract import read_contract
+from compress.steps.evaluate import evaluate
+from flows.approval import ask_for_approval, needs_approval
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
 from flows.update_cycle import update_cycle
-from tests.conftest import copy_repo
+from tests.conftest import copy_repo, digit_images
 
 DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
 STAGES = ["prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate"]
@@ -51,19 +63,8 @@ def _edit_params(repo: Path, edit) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _digit_images(repo: Path) -> None:
-    """scikit-learn's digits as 8-bit PNG files in class folders, the way a team's data comes:
-    the pipeline runs on an image folder, so `predict` can be checked on the very files."""
-    digits = load_digits()
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        folder = repo / DATA / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = np.round(image * 255 / 16).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index:04d}.png")
-
-
 def _tiny_repo(repo: Path) -> None:
-    _digit_images(repo)
+    digit_images(repo / DATA)
     _edit_params(repo, _tiny)
 
 
@@ -83,7 +84,9 @@ def _tiny(params: dict) -> None:
     }
     params["benchmark"] |= {"warmup_runs": 1, "timed_runs": 3}
     params["gate"] = {"min_accuracy": 0.0, "min_class_accuracy": 0.0}
-    params["registry"]["tolerance"] = 1.0  # the size objective alone decides in these tests
+    # the size objective alone decides in these tests: never "more accurate", always within
+    # tolerance; no approval asked unless a test asks for it
+    params["registry"] |= {"tolerance": 1.0, "min_gain": 1.0, "approval": "never"}
 
 
 def _git_repo(repo: Path, remote: Path) -> None:
@@ -262,27 +265,87 @@ def test_outs_push_to_the_remote(pipeline) -> None:
     assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 16
 
 
-def test_update_cycle_promotes_refuses_and_promotes(pipeline) -> None:
+def _commit_params(repo: Path, edit) -> None:
+    """Change params.yaml and commit it, as a team does before a cycle (which refuses
+    uncommitted code or params)."""
+    _edit_params(repo, edit)
+    assert _run(repo, "git", "commit", "-qam", "params").returncode == 0
+
+
+def _answer_when_paused(*answer: str) -> threading.Thread:
+    """A thread that waits for a flow run paused for approval and answers it with
+    `compress approve <id> ...` in a separate process, as a person at a terminal would."""
+    api = PREFECT_API_URL.value()
+
+    def answer_it() -> None:
+        paused = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+        )
+        for _ in range(600):
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(flow_run_filter=paused)
+            if runs:
+                command = [sys.executable, "-m", "compress.commands.cli", "approve"]
+                done = subprocess.run(
+                    [*command, str(runs[0].id), *answer],
+                    env=os.environ | {"PREFECT_API_URL": api},
+                    capture_output=True,
+                    text=True,
+                )
+                assert done.returncode == 0, done.stderr
+                return
+            time.sleep(1)
+
+    thread = threading.Thread(target=answer_it, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_update_cycle_promotes_refuses_promotes_and_rolls_back(pipeline) -> None:
     repo, _ = pipeline
+    # Uncommitted code or params: refused before any work, the files named.
+    _edit_params(repo, lambda p: p["evaluate"].update(timed_runs=6))
+    with pytest.raises(StageFailed, match=r"uncommitted changes to code or params \(params.yaml"):
+        update_cycle(repo=str(repo))
+    assert _run(repo, "git", "checkout", "params.yaml").returncode == 0
+
     first = update_cycle(repo=str(repo))
-    assert first["action"] == "promoted", first
-    assert first["reason"].startswith("first model")
+    assert (first["action"], first["clause"]) == ("promoted", "first_model"), first
+    committed = _run(repo, "git", "show", "--name-only", "--format=", "HEAD").stdout.split()
+    assert {"dvc.lock", "models/shipped.json", "reports/model_card.md"} <= set(committed)
+    assert not [f for f in committed if f.startswith(("compress/", "flows/", "stages/"))]
+    assert first["code_commit"] != first["promotion_commit"]
 
     # More layers kept in float: a larger INT8 file, so not better on `smallest`.
-    _edit_params(
+    _commit_params(
         repo,
         lambda p: p["quantize"].update(
             keep_fp32=["first_conv", "classifier", "features.1.conv.0.0", "features.2.conv.0.0"]
         ),
     )
     worse = update_cycle(repo=str(repo))
-    assert worse["action"] == "kept", worse
+    assert (worse["action"], worse["clause"]) == ("kept", "non_inferior_not_better"), worse
     assert worse["figures"]["new"]["size_bytes"] > worse["figures"]["production"]["size_bytes"]
 
-    # Every layer in INT8: smaller than production, so promoted.
-    _edit_params(repo, lambda p: p["quantize"].update(keep_fp32=[]))
+    # Every layer in INT8: smaller than production, so the policy promotes; approval asked
+    # (`always`) and given from the command line, the approver recorded.
+    _commit_params(
+        repo,
+        lambda p: (
+            p["quantize"].update(keep_fp32=[]),
+            p["registry"].update(approval="always", approval_timeout_hours=0.05),
+        ),
+    )
+    answering = _answer_when_paused("--approver", "alice", "--reason", "smaller, checked")
     better = update_cycle(repo=str(repo))
+    answering.join(timeout=60)
     assert better["action"] == "promoted", better
+    assert better["approval"] == {
+        "answer": "approved",
+        "approver": "alice",
+        "reason": "smaller, checked",
+        "recommended": "promoted",
+    }
     assert better["production_version"] == first["version"]
 
     shown = _run(repo, "gto", "show", "--json")
@@ -292,13 +355,100 @@ def test_update_cycle_promotes_refuses_and_promotes(pipeline) -> None:
     assert registry["shipped-model"]["stage"]["prod"] == better["version"]
     versions = json.loads(_run(repo, "gto", "show", "shipped-model", "--json").stdout)
     assert {v["version"] for v in versions} == {first["version"], better["version"]}  # fallback
+    unchanged = update_cycle(repo=str(repo))
+    assert (unchanged["action"], unchanged["reason"]) == ("kept", "nothing changed")
+
+    # Rollback in one command: production back to the first version, retrievable by dvc get.
+    rolled = _run(repo, sys.executable, "-m", "compress.commands.cli", "rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    registry = json.loads(_run(repo, "gto", "show", "--json").stdout)
+    assert registry["shipped-model"]["stage"]["prod"] == first["version"]
+    first_model = repo.parent / "first.onnx"
+    fetched = _dvc(
+        repo,
+        "get",
+        ".",
+        "models/shipped.onnx",
+        "--rev",
+        first["version_tag"],
+        "-o",
+        str(first_model),
+    )
+    assert fetched.returncode == 0, fetched.stderr
     decisions = [
         json.loads(line) for line in Artifacts(repo).decisions_log.read_text().splitlines()
     ]
-    assert [d["action"] for d in decisions] == ["promoted", "kept", "promoted"]
+    assert [d["action"] for d in decisions] == [
+        "promoted",
+        "kept",
+        "promoted",
+        "kept",
+        "rolled_back",
+    ]
+    assert decisions[-1]["version"] == first["version"]
 
-    unchanged = update_cycle(repo=str(repo))
-    assert (unchanged["action"], unchanged["reason"]) == ("kept", "nothing changed")
+
+def _evaluated_copy(repo: Path, folder: Path, relabel_test: bool) -> dict:
+    """evaluate (objective most_accurate, a gate everything passes) on a copy of the
+    pipeline's data and models, the test split's labels shifted by one class on request."""
+    for name in ("data", "models"):
+        shutil.copytree(repo / name, folder / name)
+    if relabel_test:
+        labels_file = folder / "data/prepared/test.labels.npy"
+        np.save(labels_file, (np.load(labels_file) + 1) % 10)
+    params = EvaluateParams(
+        objective="most_accurate",
+        gate=AcceptanceGate(max_accuracy_drop=1.0, max_class_drop=1.0, max_ece_increase=1.0),
+        batch_sizes=[1],
+        warmup_runs=1,
+        timed_runs=3,
+        repeats=1,
+        runtimes=["onnxruntime"],
+    )
+    return evaluate(params, Artifacts(folder))
+
+
+def test_test_labels_cannot_change_which_candidate_is_chosen(pipeline, tmp_path: Path) -> None:
+    """Every test label changed on purpose: the test figures change, the choice does not
+    (it is made on validation); the old rule, most accurate on test, would follow them."""
+    repo, _ = pipeline
+    honest = _evaluated_copy(repo, tmp_path / "honest", relabel_test=False)
+    relabelled = _evaluated_copy(repo, tmp_path / "relabelled", relabel_test=True)
+    assert relabelled["decision"]["chosen"] == honest["decision"]["chosen"] is not None
+    for name, figures in honest["candidates"].items():
+        assert relabelled["candidates"][name]["selection"] == figures["selection"], name
+    teacher = [run["candidates"]["teacher_fp32"] for run in (honest, relabelled)]
+    assert teacher[1]["accuracy"] < 0.5 < teacher[0]["accuracy"]
+
+
+@flow
+def _approval_only(timeout_hours: float) -> dict:
+    """The cycle's approval step alone, on a decision the policy would promote."""
+    decision = {
+        "action": "promoted",
+        "clause": "more_accurate",
+        "reason": "+0.3 pt",
+        "uncertain": True,
+    }
+    settings = RegistryParams(approval="when_uncertain", approval_timeout_hours=timeout_hours)
+    assert needs_approval(decision, settings)
+    return ask_for_approval(decision, settings)
+
+
+def test_rejected_or_unanswered_approval_keeps_production(harness) -> None:
+    answering = _answer_when_paused("--reject", "--approver", "bob", "--reason", "too close")
+    rejected = _approval_only(0.05)
+    answering.join(timeout=60)
+    assert rejected["action"] == "kept", rejected
+    assert rejected["approval"] | {"recommended": "promoted"} == {
+        "answer": "rejected",
+        "approver": "bob",
+        "reason": "too close",
+        "recommended": "promoted",
+    }
+    unanswered = _approval_only(0.001)  # 3.6 s and nobody answers
+    assert unanswered["action"] == "kept"
+    assert unanswered["approval"] == {"answer": "timeout", "recommended": "promoted"}
 
 
 def test_params_overrides_run_as_an_experiment_not_in_the_users_file(pipeline) -> None:

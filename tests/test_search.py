@@ -39,7 +39,8 @@ EVALUATION = json.loads((REPO_ROOT / "metrics/evaluate.json").read_text())
 def test_a_trial_answers_with_its_best_candidate_that_meets_the_goals() -> None:
     candidates = EVALUATION["candidates"]
     drops = {
-        name: candidates[name]["vs_teacher"]["accuracy_drop_points"] / 100 for name in candidates
+        name: candidates[name]["selection"]["drop_interval"]["drop"]
+        for name in ("distilled", "pruned", "quantized")
     }
     lax = SearchParams(max_accuracy_drop=1.0)
     smallest = min(("distilled", "pruned", "quantized"), key=lambda n: candidates[n]["size_bytes"])
@@ -54,6 +55,25 @@ def test_a_trial_answers_with_its_best_candidate_that_meets_the_goals() -> None:
     )
     impossible = trial_model(EVALUATION, SearchParams(min_x_smaller=10_000))
     assert not impossible["passes"] and impossible["violations"][1] > 0
+
+
+def test_trials_are_ranked_on_validation_not_test() -> None:
+    """The same evaluation with the test figures swapped between two candidates on purpose (the
+    one that met the accuracy goal on test now misses it there): the trial's answer does not
+    move, because it reads the validation figures."""
+    goal = SearchParams(max_accuracy_drop=0.02)
+    before = trial_model(EVALUATION, goal)
+    swapped = json.loads(json.dumps(EVALUATION))
+    for candidate in swapped["candidates"].values():
+        candidate["accuracy"] = 0.1
+        candidate["vs_teacher"]["accuracy_drop_points"] = 89.0
+    after = trial_model(swapped, goal)
+    assert (after["candidate"], after["passes"], after["values"]) == (
+        before["candidate"],
+        before["passes"],
+        before["values"],
+    )
+    assert after["test_accuracy"] == 0.1 != before["test_accuracy"]
 
 
 def test_best_trial_and_front_across_trials() -> None:

@@ -87,6 +87,19 @@ def test_added_images_rerun_everything_and_are_recorded(repo: Path) -> None:
         "quantize",
         "evaluate",
     ]
+    # splits by content hash: no image production trained on is now in test or validation,
+    # and production is compared on every current test image, the new ones counted apart
+    splits = data["splits"]
+    assert splits["production_training_images_now_in_test_or_val"] == 0
+    assert splits["production_test_or_val_images_now_in_training"] == 0
+    assert sum(split["added"] for split in splits["per_split"].values()) == 30
+    assert sum(split["removed"] for split in splits["per_split"].values()) == 0
+    images = grown["test_images"]
+    assert images["excluded_production_trained_on"] == 0
+    assert images["new_since_production"] == splits["per_split"]["test"]["added"] > 0
+    new_images = grown["figures"]["production"]["accuracy_on_new_test_images"]
+    print(f"\n30 images added to class 3: {splits}, {images}, production on new: {new_images}")
+    print(f"decision: {grown['action']} ({grown['reason']})")
 
 
 def test_a_retrained_teacher_file_reruns_baseline_not_prepare(repo: Path) -> None:

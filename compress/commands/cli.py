@@ -2,6 +2,10 @@
 
 compress predict MODEL PATH... (the `compress-predict` command of compress.runtime; same options)
 compress check-params [params.yaml]
+compress rollback [--to VERSION]            (the registry's production stage back to a version)
+compress approve FLOW_RUN_ID [--reject] [--approver NAME] [--reason TEXT]
+                                            (answer a model-update cycle waiting for approval)
+compress model-card [--version VERSION]     (reports/model_card.md of the shipped model)
 """
 
 from __future__ import annotations
@@ -9,10 +13,19 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from uuid import UUID
+
+from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+from prefect.flow_runs import resume_flow_run
 
 from compress.commands.runner import run_stage
-from compress.config.file import PARAMS_FILE
+from compress.config.file import PARAMS_FILE, load_sections
 from compress.config.params import SECTIONS, load_params
+from compress.config.registry import RegistryParams
+from compress.core.artifacts import Artifacts
+from compress.registry.model_card import write_model_card
+from compress.registry.versions import rollback
+from compress.runtime.errors import InputError
 from compress.runtime.predict import add_arguments, predict_command
 
 log = logging.getLogger(__name__)
@@ -21,6 +34,30 @@ log = logging.getLogger(__name__)
 def check_params_command(args: argparse.Namespace) -> None:
     load_params(args.path)
     print(f"'{args.path}' is valid: sections {', '.join(SECTIONS)}.")
+
+
+def rollback_command(args: argparse.Namespace) -> None:
+    (settings,) = load_sections(RegistryParams, path=Artifacts(args.repo).params_file)
+    decision = rollback(args.repo.resolve(), settings, args.to)
+    print(f"{settings.artifact}: {decision['reason']}. `gto show` lists it.")
+
+
+def approve_command(args: argparse.Namespace) -> None:
+    """Resume a paused cycle with the answer its `Approval` form asks for."""
+    answer = {"approve": not args.reject, "approver": args.approver, "reason": args.reason}
+    try:
+        resume_flow_run(UUID(args.flow_run_id), run_input=answer)
+    except (ValueError, NotPausedError, FlowPauseTimeout, ObjectNotFound) as error:
+        raise InputError(
+            f"Flow run '{args.flow_run_id}' cannot be resumed: {error}. List the runs waiting "
+            "for approval with `prefect flow-run ls --state Paused`."
+        ) from error
+    print(f"{'Rejected' if args.reject else 'Approved'}: flow run {args.flow_run_id} resumes.")
+
+
+def model_card_command(args: argparse.Namespace) -> None:
+    written = write_model_card(Artifacts(args.repo), args.version, None)
+    print(f"Wrote {written}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,6 +69,22 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-params", help="validate a params file, run nothing")
     check.add_argument("path", nargs="?", type=Path, default=PARAMS_FILE)
     check.set_defaults(run=check_params_command)
+    back = commands.add_parser("rollback", help="put an earlier registered version in production")
+    back.add_argument("--to", help="version, e.g. v0.0.1 (default: the one before production's)")
+    back.add_argument("--repo", type=Path, default=Path("."))
+    back.set_defaults(run=rollback_command)
+    approve = commands.add_parser("approve", help="answer a cycle waiting for approval")
+    approve.add_argument("flow_run_id")
+    approve.add_argument("--reject", action="store_true", help="keep production")
+    approve.add_argument("--approver", default="", help="who decides (recorded)")
+    approve.add_argument("--reason", default="", help="why (recorded)")
+    approve.set_defaults(run=approve_command)
+    card = commands.add_parser(
+        "model-card", help="write reports/model_card.md of the shipped model"
+    )
+    card.add_argument("--version", help="the registry version it describes, if any")
+    card.add_argument("--repo", type=Path, default=Path("."))
+    card.set_defaults(run=model_card_command)
     return top
 
 

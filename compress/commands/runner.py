@@ -17,7 +17,7 @@ from compress.config.compute import ComputeParams
 from compress.config.file import load_sections
 from compress.core.distributed import launched_by_torchrun, rank_zero_writes
 from compress.core.errors import PipelineError
-from compress.runtime.errors import TRANSIENT_EXIT_CODE, InputError
+from compress.runtime.errors import InputError, exit_for
 
 QUIET_LIBRARIES = ("great_expectations", "torch_pruning", "nncf")
 
@@ -85,8 +85,9 @@ def launch_data_parallel() -> bool:
 
 
 def run_stage(main: Callable[[], None], data_parallel: bool = False) -> None:
-    """Run a stage's main(): a PipelineError (any InputError) exits 1 with its paragraph, an OSError (disk full,
-    read-only folder, a vanished network mount) exits TRANSIENT_EXIT_CODE. A training stage
+    """Run a stage's main(): a PipelineError (any InputError) or a permission / missing-path
+    OSError exits 1 with its paragraph, a transient OSError (disk full, a vanished network
+    mount: `compress.runtime.errors.TRANSIENT_ERRNOS`) exits TRANSIENT_EXIT_CODE. A training stage
     (`data_parallel`) runs under torchrun when `compute` asks for several processes; then
     only rank 0 writes."""
     configure_logging()
@@ -97,14 +98,9 @@ def run_stage(main: Callable[[], None], data_parallel: bool = False) -> None:
             main()
         if dist.is_initialized():
             dist.destroy_process_group()
-    except InputError as error:  # PipelineError, or the runtime's own
-        print(f"\nERROR: {error}\n", file=sys.stderr)
-        sys.exit(1)
-    except OSError as error:
-        print(
-            f"\nERROR: I/O error: {error}. Nothing was half-written (outs are written to a "
-            "temporary file and renamed); free disk space or fix the folder's permissions, "
-            "then rerun.\n",
-            file=sys.stderr,
+    except (InputError, OSError) as error:  # PipelineError, the runtime's own, or I/O
+        exit_for(
+            error,
+            "Nothing was half-written (outs are written to a temporary file and renamed); "
+            "rerun once the disk or mount is back.",
         )
-        sys.exit(TRANSIENT_EXIT_CODE)

@@ -29,7 +29,7 @@ from compress.config.quantize import QuantizeParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.evaluation.benchmark import compare_onnx_latency
-from compress.evaluation.report import sensitivity_plot
+from compress.evaluation.plots import sensitivity_plot
 from compress.train.loop import predict
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ def float_layers(
             "max_int8_drop": params.max_int8_drop,
             "layers_ranked": len(ranking),
             "layers_measured_by_ptq": sum(e.accuracy_recovered is not None for e in ranking),
+            "ptq_val_drop": fp32.accuracy - after,
             "ptq_val_drop_points": {
                 "before": round((fp32.accuracy - before.accuracy) * 100, 2),
                 "after": round((fp32.accuracy - after) * 100, 2),

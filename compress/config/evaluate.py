@@ -17,7 +17,7 @@ class AcceptanceGate(Section):
     max_class_drop: float = Field(0.03, ge=0.0, le=1.0)
     max_ece_increase: float = Field(0.02, ge=0.0, le=1.0)
     # 0: the point rule (observed drop <= max_accuracy_drop); e.g. 0.95: the one-sided 95 % upper
-    # bound of the paired-bootstrap drop must be within max_accuracy_drop
+    # bound of the paired drop (Tango score interval) must be within max_accuracy_drop
     confidence: float = Field(0.0, ge=0.0, lt=1.0)
 
 

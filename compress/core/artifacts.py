@@ -33,6 +33,7 @@ class Artifacts:
     params_file = _Entry("params.yaml", out=False)
     dvc_lock = _Entry("dvc.lock", out=False)
     decisions_log = _Entry("registry/decisions.jsonl", out=False)
+    model_card = _Entry("reports/model_card.md", out=False)  # written by `compress model-card`
     # what a team brings, tracked with `dvc add` / `dvc import-url`; prepare and baseline depend
     # on these folders, so DVC sees every added image and every retrained teacher
     data_input_dir = _Entry("data/input", out=False)

@@ -1,5 +1,6 @@
-"""Write outs to a temporary file next to the target and rename it into place, so a killed
-or failed run never leaves a half-written out that DVC or a later stage could take as valid.
+"""Write outs to a temporary file next to the target, flush it, and rename it into place, so a
+killed or failed run (or a power cut) never leaves a half-written out that DVC or a later stage
+could take as valid.
 Every out gets the mode the user's umask gives a new file (0644 under umask 022), not the
 owner-only mode of a temporary file, so a model server or a teammate can read it."""
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.core.errors import PipelineError
+from compress.runtime.errors import is_transient
 
 
 def new_file_mode(directory: bool = False) -> int:
@@ -26,9 +28,35 @@ def new_file_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to the disk: a rename is durable only once the
+    folder holding it is synced, and the renamed file's data only once the file is."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _write_failed(target: Path, error: OSError) -> Exception:
+    """A transient error stays an OSError (exit 75: a retry may pass); a permission or a
+    missing folder becomes the user's PipelineError (exit 1) naming the path."""
+    if is_transient(error):
+        return OSError(
+            error.errno,
+            f"Writing '{target}' failed: {error.strerror}. Nothing was written; free disk "
+            "space (or wait for the mount) and run the stage again",
+        )
+    return PipelineError(
+        f"Cannot write '{target}': {error.strerror}. Nothing was written; check that the "
+        f"folder '{target.parent}' exists and is writable by this user, then run again."
+    )
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto the target on success."""
+    """Yield a temporary path in the target's folder; on success flush it to disk, rename it
+    onto the target and flush the folder."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -36,19 +64,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.close(handle)
         os.chmod(tmp_name, new_file_mode())
     except OSError as error:
-        raise PipelineError(
-            f"Cannot write '{target}': {error.strerror}. Check that the folder "
-            f"'{target.parent}' exists, is writable and that the disk is not full."
-        ) from error
+        raise _write_failed(target, error) from error
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, target)
+        fsync_path(target.parent)
     except OSError as error:
-        raise PipelineError(
-            f"Writing '{target}' failed: {error.strerror}. Nothing was written; free disk "
-            f"space or fix the folder's permissions and run the stage again."
-        ) from error
+        raise _write_failed(target, error) from error
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -67,19 +91,47 @@ def write_text(target: str | Path, text: str) -> None:
     write_with(target, lambda tmp: tmp.write_text(text))
 
 
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        fsync_path(path)
+    fsync_path(folder)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temporary and set-aside siblings a killed run left (`.<name>.*`)."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def replace_dir(target: str | Path, builder: Callable[[Path], None]) -> None:
-    """Build a whole folder out in a temporary sibling, then swap it in."""
+    """Build a whole folder out in a temporary sibling, flush it, then swap it in by renames
+    only: the old folder is moved aside, the new one renamed in, the old one removed. A kill
+    at any point leaves either the old folder or the new one at `target` (and hidden
+    leftovers the next call removes), never a mix."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(target)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as error:
+        raise _write_failed(target, error) from error
+    aside = target.parent / f"{tmp_dir.name}.old"
     try:
         tmp_dir.chmod(new_file_mode(directory=True))
         builder(tmp_dir)
+        _fsync_tree(tmp_dir)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, aside)
         os.replace(tmp_dir, target)
+        fsync_path(target.parent)
+    except OSError as error:
+        if aside.exists() and not target.exists():
+            os.replace(aside, target)  # put the old folder back
+        raise _write_failed(target, error) from error
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_csv(target: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ the splits in meta.json; images are normalized on the fly.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ class DatasetInfo:
         return ModelContract.for_input(
             self.classes, self.channels, self.image_size, self.mean, self.std
         )
+
+
+def split_hashes(rows_file: Path) -> list[str]:
+    """The content hashes of a split's images, in the split's order, from the `<split>.rows.csv`
+    that prepare writes beside its shards."""
+    with rows_file.open(newline="") as handle:
+        return [row["hash"] for row in csv.DictReader(handle)]
 
 
 def load_info(prepared_dir: Path) -> DatasetInfo:

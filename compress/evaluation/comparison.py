@@ -20,10 +20,13 @@ def add_drop_intervals(
     gate_confidence: float,
 ) -> None:
     """Each candidate's accuracy drop against the reference with its paired interval, overall
-    and per class, at the gate's confidence (REPORT_CONFIDENCE under the point rule)."""
+    and per class, at the gate's confidence (REPORT_CONFIDENCE under the point rule); the
+    reference itself has none (its drop is 0 by definition)."""
     confidence = gate_confidence or REPORT_CONFIDENCE
     reference = correct[reference_name]
     for name, result in results.items():
+        if name == reference_name:
+            continue
         result["drop_interval"] = paired_drop_interval(reference, correct[name], confidence)
         result["class_drop_intervals"] = {
             label: {

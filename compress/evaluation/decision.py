@@ -78,78 +78,87 @@ def closest_failure(failures: dict[str, dict[str, float]]) -> tuple[str, str, fl
     return name, criterion, amount
 
 
-def promotion_decision(
-    new: dict, production: dict | None, objective: str, tolerance: float, confidence: float = 0.0
-) -> tuple[str, str]:
-    """("promoted" | "kept", why) for a gate-passing new model against the one in production:
-    promote when it is at most `tolerance` less accurate (with a confidence: the one-sided upper
-    bound of its paired drop on the same images) and strictly better on the objective."""
-    if production is None:
-        return "promoted", "first model: nothing is in production yet"
-    drop = (
-        new["drop_vs_production"]["upper_one_sided"]
-        if confidence > 0
-        else production["accuracy"] - new["accuracy"]
-    )
-    if drop > tolerance + 1e-9:  # a drop of exactly the tolerance is allowed
-        measured = (
-            f"up to {drop * 100:.2f} pt (upper {confidence:.0%} bound)"
-            if confidence > 0
-            else f"{drop * 100:.2f} pt"
-        )
-        return "kept", (
-            f"the new model is {measured} less accurate than production on the same images "
-            f"(tolerance {tolerance * 100:.2f} pt)"
-        )
-    new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
-    if new_cost < production_cost:
-        return "promoted", f"better on '{objective}': {new_cost:g} vs {production_cost:g}"
-    return "kept", f"not better on '{objective}': {new_cost:g} vs {production_cost:g} in production"
-
-
-def gate_decision(
-    results: dict[str, dict], reference: str, gate: AcceptanceGate, objective: str
-) -> dict:
-    """Every candidate but the reference through the acceptance gate; the best passing one by
-    the objective is shipped. The summary says why, or which candidate came closest and what
-    it missed by."""
-    failures = {
+def _failures_against(
+    figures: dict[str, dict], reference: str, gate: AcceptanceGate
+) -> dict[str, dict[str, float]]:
+    return {
         name: gate_failures(
-            figures,
-            results[reference],
+            candidate,
+            figures[reference],
             gate.max_accuracy_drop,
             gate.max_class_drop,
             gate.max_ece_increase,
             gate.confidence,
         )
-        for name, figures in results.items()
+        for name, candidate in figures.items()
         if name != reference
     }
-    shipped = choose({n: results[n] for n in failures}, failures, objective)
-    if shipped:
-        rule = (
-            f"upper {gate.confidence:.0%} bound of the drop"
-            if gate.confidence > 0
-            else "observed drop"
-        )
+
+
+def _rule(gate: AcceptanceGate) -> str:
+    bound = f"upper {gate.confidence:.0%} bound of the drop" if gate.confidence else "observed drop"
+    return (
+        f"{bound}, max drop {gate.max_accuracy_drop * 100:.1f} pt, max class drop "
+        f"{gate.max_class_drop * 100:.1f} pt, max ECE increase {gate.max_ece_increase}"
+    )
+
+
+def _miss(failures: dict[str, float]) -> str:
+    criterion, amount = max(failures.items(), key=lambda item: item[1])
+    in_points = criterion != "max_ece_increase"
+    return f"evaluate.gate.{criterion} by {amount * 100 if in_points else amount:.3g}" + (
+        " pt" if in_points else ""
+    )
+
+
+def gate_decision(
+    selection: dict[str, dict],
+    test: dict[str, dict],
+    reference: str,
+    gate: AcceptanceGate,
+    objective: str,
+) -> dict:
+    """Choose on validation, confirm on test. Every candidate but the reference goes through
+    the acceptance gate on the selection (validation) figures and the objective picks among
+    those that pass; only the chosen one is then judged on the test split, once, and ships
+    only when it passes there too. The summary says which split decided what."""
+    selection_failures = _failures_against(selection, reference, gate)
+    chosen = choose({n: selection[n] for n in selection_failures}, selection_failures, objective)
+    test_failures = (
+        _failures_against({reference: test[reference], chosen: test[chosen]}, reference, gate)[
+            chosen
+        ]
+        if chosen
+        else {}
+    )
+    shipped = chosen if chosen and not test_failures else None
+    passing = sum(not f for f in selection_failures.values())
+    if chosen is None and not selection_failures:
+        summary = "No candidate besides the reference: nothing to choose."
+    elif chosen is None:
+        name, _, _ = closest_failure(selection_failures)
         summary = (
-            f"Shipped **{shipped}**: passes the gate ({rule}, max drop {gate.max_accuracy_drop * 100:.1f} pt, "
-            f"max class drop {gate.max_class_drop * 100:.1f} pt, max ECE increase {gate.max_ece_increase}) "
-            f"and is the {objective.replace('_', ' ')} of the "
-            f"{sum(not f for f in failures.values())} that pass."
+            f"No candidate passes the gate on the validation split; the closest, '{name}', "
+            f"misses {_miss(selection_failures[name])}."
+        )
+    elif test_failures:
+        summary = (
+            f"Chosen on validation: **{chosen}** (the {objective.replace('_', ' ')} of the "
+            f"{passing} that pass there), but it fails the gate on the test split: misses "
+            f"{_miss(test_failures)}. Nothing ships."
         )
     else:
-        name, criterion, amount = (
-            closest_failure(failures) if failures else (reference, "none", 0.0)
-        )
-        in_points = criterion != "max_ece_increase"
         summary = (
-            f"No candidate passes the gate; the closest, '{name}', misses evaluate.gate.{criterion} "
-            f"by {amount * 100 if in_points else amount:.3g}{' pt' if in_points else ''}."
+            f"Shipped **{shipped}**: chosen on the validation split as the "
+            f"{objective.replace('_', ' ')} of the {passing} candidates that pass the gate "
+            f"there ({_rule(gate)}), and confirmed on the test split."
         )
     return {
         "objective": objective,
+        "selection_split": "val",
+        "chosen": chosen,
+        "selection_failures": selection_failures,
+        "test_failures": test_failures,
         "shipped": shipped,
-        "gate_failures": failures,
         "summary": summary,
     }

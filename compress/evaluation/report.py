@@ -1,85 +1,12 @@
-"""The evaluation's report: Pareto plots (PNG), the candidates and confusion tables DVC plots
-read, and the Markdown report with the decision."""
+"""The evaluation's report: the candidates and confusion tables DVC plots read, and the
+Markdown report with the decision (the PNG figures are in `plots`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
-
 from compress.core import atomic
 from compress.evaluation.uncertainty import images_needed, smallest_resolvable_drop
-
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402
-
-COSTS = {"size": "ONNX size (MB)", "latency": "p50 latency at batch 1 (ms)"}
-
-
-def save_png(figure: plt.Figure, out: Path) -> None:
-    """Lay out, write atomically, and free the figure."""
-    figure.tight_layout()
-    atomic.write_with(out, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
-
-
-def cost_of(result: dict, cost: str) -> float:
-    """The x axis of a Pareto plot: size in MB or p50 latency at batch 1 in ms."""
-    return (
-        result["size_bytes"] / 2**20 if cost == "size" else result["latency"]["batch_1"]["p50_ms"]
-    )
-
-
-def pareto_plot(
-    results: dict[str, dict],
-    cost: str,
-    label: str,
-    front: list[str],
-    shipped: str | None,
-    gate_accuracy: float,
-    out: Path,
-) -> None:
-    """Accuracy (with the paired interval of its drop as error bars) against a cost, the
-    Pareto frontier, and the gate's accuracy line."""
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for name, result in results.items():
-        x, interval = cost_of(result, cost), result["drop_interval"]
-        axes.errorbar(
-            x,
-            result["accuracy"] * 100,
-            yerr=[
-                [(interval["upper"] - interval["drop"]) * 100],
-                [(interval["drop"] - interval["lower"]) * 100],
-            ],
-            fmt="o",
-            color="tab:red" if name == shipped else "tab:blue",
-            capsize=3,
-            zorder=3,
-        )
-        axes.annotate(
-            name + (" (shipped)" if name == shipped else ""),
-            (x, result["accuracy"] * 100),
-            fontsize=7,
-        )
-    ordered = sorted(front, key=lambda n: cost_of(results[n], cost))
-    axes.step(
-        [cost_of(results[n], cost) for n in ordered],
-        [results[n]["accuracy"] * 100 for n in ordered],
-        where="post",
-        color="tab:green",
-        label="Pareto frontier",
-    )
-    axes.axhline(
-        gate_accuracy * 100, color="tab:gray", linestyle="--", label="gate (max accuracy drop)"
-    )
-    axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy (%)")
-    axes.legend(loc="lower right")
-    save_png(figure, out)
 
 
 def runtime_table(results: dict, int8_ratios: dict[str, dict]) -> list[str]:
@@ -112,19 +39,22 @@ def runtime_table(results: dict, int8_ratios: dict[str, dict]) -> list[str]:
 
 def uncertainty_section(results: dict, max_drop: float) -> list[str]:
     """Every drop with its paired interval, and what this test split can resolve."""
-    any_interval = next(iter(results.values()))["drop_interval"]
+    compared = {name: r for name, r in results.items() if "drop_interval" in r}
+    if not compared:
+        return []
+    any_interval = next(iter(compared.values()))["drop_interval"]
     images, confidence = any_interval["images"], any_interval["confidence"]
     resolvable = smallest_resolvable_drop(images, confidence)
     lines = [
         "## Uncertainty",
         "",
         f"Accuracy drop against the fp32 teacher on the same {images} test images, paired "
-        f"bootstrap ({confidence:.0%} two-sided interval and one-sided upper bound):",
+        f"score interval (Tango; {confidence:.0%} two-sided and one-sided upper bound):",
         "",
         "| candidate | drop pt | interval pt | upper bound pt | test images to pass the gate |",
         "|---|---|---|---|---|",
     ]
-    for name, result in results.items():
+    for name, result in compared.items():
         interval = result["drop_interval"]
         needed = images_needed(interval, max_drop)
         verdict = (
@@ -145,6 +75,43 @@ def uncertainty_section(results: dict, max_drop: float) -> list[str]:
         "",
     ]
     return lines
+
+
+def decision_section(results: dict, decision: dict) -> list[str]:
+    """Which split decided what: every candidate's gate result on validation (the choice), and
+    the chosen one's on test (the confirmation, read once)."""
+    lines = [
+        "## Decision",
+        "",
+        decision["summary"],
+        "",
+        f"Chosen on the **{decision['selection_split']}** split (gate and objective "
+        f"'{decision['objective']}'); the test split only confirms the chosen candidate.",
+        "",
+        "| candidate | val accuracy | val drop pt (upper bound) | gate on val | test accuracy | gate on test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, failures in decision["selection_failures"].items():
+        selection, interval = (
+            results[name]["selection"],
+            results[name]["selection"]["drop_interval"],
+        )
+        on_test = "not used (not chosen)"
+        if name == decision["chosen"]:
+            on_test = (
+                "passes" if not decision["test_failures"] else _missed(decision["test_failures"])
+            )
+        lines.append(
+            f"| {name} | {selection['accuracy']:.4f} | {interval['drop'] * 100:.2f} "
+            f"({interval['upper_one_sided'] * 100:.2f}) | "
+            f"{'passes' if not failures else _missed(failures)} | {results[name]['accuracy']:.4f} "
+            f"| {on_test} |"
+        )
+    return lines + [""]
+
+
+def _missed(failures: dict[str, float]) -> str:
+    return "misses " + ", ".join(failures)
 
 
 def write_report(
@@ -178,10 +145,7 @@ def write_report(
         "",
         *uncertainty_section(results, max_drop),
         *runtime_table(results, int8_ratios),
-        "## Decision",
-        "",
-        decision["summary"],
-        "",
+        *decision_section(results, decision),
     ]
     lines += [f"- {note}" for note in notes]
     atomic.write_text(target, "\n".join(lines) + "\n")
@@ -217,50 +181,3 @@ def write_tables(
             for _ in range(count)
         ],
     )
-
-
-def sensitivity_plot(rows: list[dict], out: Path) -> None:
-    """Per layer measured by PTQ, most sensitive first: the validation accuracy its float copy
-    recovers (and the KL it removes), and the bytes it would cost in float."""
-    height = 1.5 + 0.18 * max(len(rows), 1)
-    figure, (gain, cost) = plt.subplots(1, 2, figsize=(9, height), sharey=True)
-    names = [row["layer"] for row in rows][::-1]
-    gain.barh(names, [row["accuracy_recovered"] * 100 for row in rows][::-1], color="tab:blue")
-    gain.set_xlabel("val accuracy recovered in float (pt)")
-    kl = gain.twiny()
-    kl.plot([row["kl_recovered"] for row in rows][::-1], names, "o", color="tab:orange", ms=3)
-    kl.set_xlabel("KL to float outputs removed (dots)", color="tab:orange")
-    cost.barh(names, [row["float_bytes"] / 1024 for row in rows][::-1], color="tab:gray")
-    cost.set_xlabel("extra size in float (KiB)")
-    gain.tick_params(axis="y", labelsize=6)
-    if not rows:
-        gain.set_title("no layer ranked: every layer INT8 met quantize.max_int8_drop")
-    save_png(figure, out)
-
-
-def trials_plot(
-    rows: list[dict], cost_key: str, label: str, front: list[str], best: str | None, out: Path
-) -> None:
-    """The search's trials: accuracy against the objective's cost, those that meet the goals
-    in blue, the others in gray, the Pareto front across trials and the best trial in red."""
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        color = "tab:red" if row["trial"] == best else "tab:blue" if row["passes"] else "tab:gray"
-        axes.plot(row[cost_key], row["accuracy"] * 100, "o", color=color, zorder=3)
-        axes.annotate(str(row["trial"]), (row[cost_key], row["accuracy"] * 100), fontsize=7)
-    ordered = sorted((r for r in rows if r["trial"] in front), key=lambda r: r[cost_key])
-    axes.step(
-        [r[cost_key] for r in ordered],
-        [r["accuracy"] * 100 for r in ordered],
-        where="post",
-        color="tab:green",
-        marker="o",  # a front of one trial is a point, not a line
-        markersize=11,
-        markerfacecolor="none",
-        label="Pareto front across trials",
-    )
-    axes.set_xscale("log")  # fp32 and INT8 models differ by 10x and more
-    axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy (%)")
-    axes.legend(loc="lower right")
-    save_png(figure, out)

@@ -1,10 +1,15 @@
-"""How sure a figure is, given the test split's size: paired intervals of accuracy drops over the
+"""How sure a figure is, given the split's size: paired intervals of accuracy drops over the
 same images, and how small a drop the split can resolve.
 
 Both models are scored on the same n images, so only the discordant images matter: b where only
-the reference is right, c where only the candidate is. Resampling the n images with replacement
-(the paired bootstrap) draws (B, C, rest) ~ Multinomial(n, (b, c, n - b - c) / n) and the drop
-(B - C) / n; drawing those counts directly is the same bootstrap at any n, in O(resamples) memory.
+the reference is right, c where only the candidate is. The drop's interval is Tango's score
+interval for a difference of paired proportions (Tango 1998; Newcombe's and Fagerland's
+comparisons rank it among the best at small counts): the bounds are the drops at which the score
+statistic, with the nuisance share of discordant pairs re-estimated under each drop, reaches
+the normal quantile. Unlike the percentile bootstrap it replaces, it is not [0, 0] when the
+models disagree on no image, and its one-sided 95 % bound covers the true drop in at least
+94 % of simulated splits down to a handful of discordant images (tests/test_uncertainty.py
+prints the table).
 """
 
 from __future__ import annotations
@@ -12,49 +17,73 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.stats import norm
 
-RESAMPLES = 20_000
-SEED = 0
+METHOD = "tango_score"
+EDGE = 1e-12  # bounds are searched inside (-1, 1): the statistic is 0/0 at a drop of exactly 0
+
+
+def tango_statistic(drop: float, only_reference: int, only_candidate: int, images: int) -> float:
+    """Tango's score statistic for a hypothesised drop: (b - c - n drop) over its standard
+    error with the only-candidate-right share at its restricted maximum likelihood."""
+    n, b, c = images, only_reference, only_candidate
+    w = -b - c + (2 * n - b + c) * drop
+    share = (math.sqrt(w * w + 8 * n * c * drop * (1 - drop)) - w) / (4 * n)
+    variance = n * (2 * share + drop * (1 - drop))
+    return (b - c - n * drop) / math.sqrt(max(variance, 1e-300))
+
+
+def tango_bound(
+    only_reference: int, only_candidate: int, images: int, quantile: float, upper: bool
+) -> float:
+    """The drop beyond the estimate at which the score statistic reaches -quantile (upper
+    bound) or +quantile (lower bound): it is 0 at the estimate and falls as the drop grows."""
+    estimate = (only_reference - only_candidate) / images
+    if (estimate >= 1 - EDGE and upper) or (estimate <= -1 + EDGE and not upper):
+        return estimate
+    target = -quantile if upper else quantile
+    low, high = (estimate, 1 - EDGE) if upper else (-1 + EDGE, estimate)
+    return float(
+        brentq(
+            lambda drop: tango_statistic(drop, only_reference, only_candidate, images) - target,
+            low,
+            high,
+        )
+    )
 
 
 def paired_drop_interval(
-    reference_correct: np.ndarray,
-    candidate_correct: np.ndarray,
-    confidence: float = 0.95,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> dict[str, float | int]:
-    """Accuracy drop (reference - candidate) with a two-sided `confidence` percentile interval
-    and a one-sided upper bound from a paired bootstrap with a fixed seed."""
+    reference_correct: np.ndarray, candidate_correct: np.ndarray, confidence: float = 0.95
+) -> dict[str, float | int | str]:
+    """Accuracy drop (reference - candidate) on the same images with its two-sided
+    `confidence` interval and one-sided upper bound (Tango's score method)."""
     reference_correct = np.asarray(reference_correct, dtype=bool)
     candidate_correct = np.asarray(candidate_correct, dtype=bool)
     n = len(reference_correct)
-    only_reference = int(np.sum(reference_correct & ~candidate_correct))
-    only_candidate = int(np.sum(~reference_correct & candidate_correct))
-    shares = np.array([only_reference, only_candidate, n - only_reference - only_candidate]) / n
-    counts = np.random.default_rng(seed).multinomial(n, shares, size=resamples)
-    drops = (counts[:, 0] - counts[:, 1]) / n
-    lower, upper = np.quantile(drops, [(1 - confidence) / 2, (1 + confidence) / 2])
+    b = int(np.sum(reference_correct & ~candidate_correct))
+    c = int(np.sum(~reference_correct & candidate_correct))
+    two_sided = norm.ppf((1 + confidence) / 2)
     return {
-        "drop": (only_reference - only_candidate) / n,
-        "lower": float(lower),
-        "upper": float(upper),
-        "upper_one_sided": float(np.quantile(drops, confidence)),
+        "drop": (b - c) / n,
+        "lower": tango_bound(b, c, n, two_sided, upper=False),
+        "upper": tango_bound(b, c, n, two_sided, upper=True),
+        "upper_one_sided": tango_bound(b, c, n, norm.ppf(confidence), upper=True),
         "confidence": confidence,
+        "method": METHOD,
         "images": n,
-        "only_reference_right": only_reference,
-        "only_candidate_right": only_candidate,
+        "only_reference_right": b,
+        "only_candidate_right": c,
     }
 
 
 def smallest_resolvable_drop(images: int, confidence: float) -> float:
-    """The smallest drop a split of `images` can tell apart from zero at `confidence`: a
-    candidate wrong on k images the reference gets right (and right wherever the reference is)
-    has a paired-bootstrap lower bound above zero once P(none of the k resampled) =
-    (1 - k/n)^n falls below 1 - confidence."""
+    """The smallest drop a split of `images` can tell apart from zero at `confidence`: the
+    fewest images k a candidate gets wrong (and the reference right, with no image the other
+    way) for the one-sided lower bound of its drop to exceed zero."""
+    quantile = norm.ppf(confidence)
     for wrong in range(1, images + 1):
-        if (1 - wrong / images) ** images < 1 - confidence:
+        if tango_statistic(0.0, wrong, 0, images) > quantile:
             return wrong / images
     return 1.0
 

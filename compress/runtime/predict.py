@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compress.runtime.classifier import Classifier, Prediction, expand_paths
-from compress.runtime.errors import TRANSIENT_EXIT_CODE, InputError
+from compress.runtime.errors import InputError, exit_for
 from compress.runtime.runners import EVAL_BATCH_SIZE, RUNTIMES
 
 FORMATS = ("table", "json", "csv")
@@ -111,15 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         predict_command(args)
-    except InputError as error:
-        print(f"\nERROR: {error}\n", file=sys.stderr)
-        sys.exit(1)
-    except OSError as error:
-        print(
-            f"\nERROR: I/O error: {error}. Check the folder's space and permissions, then rerun.\n",
-            file=sys.stderr,
-        )
-        sys.exit(TRANSIENT_EXIT_CODE)
+    except (InputError, OSError) as error:
+        exit_for(error, "Check the output folder's free space, then rerun.")
 
 
 if __name__ == "__main__":

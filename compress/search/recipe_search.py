@@ -4,7 +4,8 @@ sets, what a trial's evaluation says against the goals, and the best trial acros
 
 A trial's model is the best of the recipe's own candidates (distilled, pruned, quantized) that
 meets the goals, by the objective; when none does, the one closest to the accuracy goal, so the
-sampler still learns from it."""
+sampler still learns from it. Trials are ranked on the validation split (evaluate's selection
+figures); the test figures are reported beside them and choose nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from compress.config.search import SearchDimension, SearchParams
 from compress.core import atomic
 from compress.evaluation.decision import OBJECTIVES, pareto_front
-from compress.evaluation.report import trials_plot
+from compress.evaluation.plots import trials_plot
 
 RECIPE_CANDIDATES = ("distilled", "pruned", "quantized")
 # Optuna minimises both: the accuracy drop and the objective's cost
@@ -79,11 +80,15 @@ def open_study(journal: Path, name: str, seed: int) -> optuna.Study:
 
 
 def candidate_figures(name: str, candidate: dict) -> dict[str, Any]:
-    versus = candidate["vs_teacher"]
+    """A recipe candidate as the search ranks it: accuracy and drop on the validation split
+    (evaluate's selection figures), size and speed; the test figures ride along, unused."""
+    versus, selection = candidate["vs_teacher"], candidate["selection"]
     return {
         "candidate": name,
-        "accuracy": candidate["accuracy"],
-        "accuracy_drop": versus["accuracy_drop_points"] / 100,
+        "accuracy": selection["accuracy"],
+        "accuracy_drop": selection["drop_interval"]["drop"],
+        "test_accuracy": candidate["accuracy"],
+        "test_accuracy_drop": versus["accuracy_drop_points"] / 100,
         "size_bytes": candidate["size_bytes"],
         "latency_p50_ms_batch_1": candidate["latency"]["batch_1"]["p50_ms"],
         "x_smaller": versus["size_x_smaller"],
@@ -160,6 +165,10 @@ def trial_summary(evaluation: dict) -> dict:
                 "size_bytes": candidate["size_bytes"],
                 "latency": {"batch_1": candidate["latency"]["batch_1"]},
                 "vs_teacher": candidate["vs_teacher"],
+                "selection": {
+                    "accuracy": candidate["selection"]["accuracy"],
+                    "drop_interval": {"drop": candidate["selection"]["drop_interval"]["drop"]},
+                },
             }
             for name, candidate in evaluation["candidates"].items()
             if name in RECIPE_CANDIDATES
@@ -199,14 +208,16 @@ def search_markdown(
         "",
         f"Goals: {', '.join(goals)}; objective: {search.objective}. {len(rows)} trials.",
         "",
-        "| trial | params | model | accuracy | drop (pt) | size (bytes) | x smaller | x faster b1 | stages run / skipped | passes | front |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Ranked on the validation split; test accuracy is shown, not used.",
+        "",
+        "| trial | params | model | val accuracy | val drop (pt) | test accuracy | size (bytes) | x smaller | x faster b1 | stages run / skipped | passes | front |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["params"].items())
         lines.append(
             f"| {row['trial']} | {params} | {row['candidate']} | {row['accuracy']:.4f} | "
-            f"{row['accuracy_drop'] * 100:.2f} | {row['size_bytes']:,} | {row['x_smaller']:.1f} | "
+            f"{row['accuracy_drop'] * 100:.2f} | {row['test_accuracy']:.4f} | {row['size_bytes']:,} | {row['x_smaller']:.1f} | "
             f"{row['x_faster_batch_1']:.1f} | {len(row['stages_ran'])} / {len(row['stages_skipped'])} | "
             f"{'yes' if row['passes'] else 'no'} | {'*' if row['trial'] in front else ''} |"
         )

@@ -1,17 +1,13 @@
-"""Step `evaluate`: every candidate the pipeline produced, measured as ONNX in one process, one
-runtime and one test split; Pareto frontiers; the acceptance gate picks the shipped model."""
+"""Step `evaluate`: every candidate the pipeline produced, measured as ONNX in one process on
+the test split in every runtime; Pareto frontiers; the acceptance gate and the objective choose
+on the validation split, and the chosen model ships only if it passes the gate on test too."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import subprocess
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
-import yaml
 
 from compress.config.evaluate import EvaluateParams
 from compress.core import atomic
@@ -26,11 +22,14 @@ from compress.evaluation.benchmark import (
 )
 from compress.evaluation.comparison import add_drop_intervals, int8_vs_fp32, versus
 from compress.evaluation.decision import gate_decision, pareto_front
-from compress.evaluation.inference import save_openvino_ir, split_logits
+from compress.evaluation.inference import split_logits
+from compress.evaluation.machine import machine_info
+from compress.evaluation.plots import COSTS, cost_of, pareto_plot
 from compress.evaluation.quality import full_quality
-from compress.evaluation.report import COSTS, cost_of, pareto_plot, write_report, write_tables
-from compress.models.onnx_export import load_onnx, with_contract
-from compress.runtime.runners import load_runner
+from compress.evaluation.report import write_report, write_tables
+from compress.evaluation.shipping import ship
+from compress.models.onnx_export import load_onnx
+from compress.runtime.runners import Runner, load_runner
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +73,10 @@ def parameter_count(path: Path) -> int:
 
 def measure(
     candidates: dict[str, Path], info: DatasetInfo, params: EvaluateParams, artifacts: Artifacts
-) -> dict[str, dict]:
-    """Quality, size, latency (every candidate in every runtime, interleaved), end-to-end
-    latency and memory of every candidate; the top-level figures are the target runtime's."""
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Quality on test, size, latency (every candidate in every runtime, interleaved),
+    end-to-end latency and memory of every candidate, the top-level figures the target
+    runtime's; and the selection figures on validation."""
     runners = {
         f"{name}@{runtime}": load_runner(runtime, path, params.intra_op_threads)
         for name, path in candidates.items()
@@ -140,76 +140,42 @@ def measure(
         result["vs_teacher"] = versus(result, results[REFERENCE], max(params.batch_sizes))
     correct = {name: logits[f"{name}@{target}"].argmax(1) == labels for name in candidates}
     add_drop_intervals(results, REFERENCE, correct, labels, info.classes, params.gate.confidence)
-    return results
+    target_runners = {name: runners[f"{name}@{target}"] for name in candidates}
+    return results, selection_figures(target_runners, results, info, params, artifacts)
 
 
-def provenance(artifacts: Artifacts) -> dict:
-    """What made the shipped model: params file hash, git commit, prepared data hash."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"],
-        cwd=artifacts.root,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    data_hash = None
-    if artifacts.dvc_lock.is_file():
-        lock = yaml.safe_load(artifacts.dvc_lock.read_text()) or {}
-        for out in lock.get("stages", {}).get("prepare", {}).get("outs", []):
-            if out.get("path") == str(Artifacts.outs()["prepared_dir"]):
-                data_hash = out.get("md5")
-    return {
-        "params_sha256": hashlib.sha256(artifacts.params_file.read_bytes()).hexdigest(),
-        "git_commit": commit or None,
-        "data_md5": data_hash,
-    }
-
-
-def ship(
-    source: Path,
-    name: str,
-    figures: dict,
+def selection_figures(
+    runners: dict[str, Runner],
+    results: dict[str, dict],
     info: DatasetInfo,
     params: EvaluateParams,
     artifacts: Artifacts,
-) -> None:
-    """models/shipped.onnx: the chosen candidate with its contract and provenance in its
-    metadata; its OpenVINO IR when OpenVINO is among the runtimes; shipped.json with the figures."""
-    origin = provenance(artifacts)
-    contract = replace(info.contract(), provenance=origin)
-    model = with_contract(load_onnx(source), contract)
-    atomic.write_with(artifacts.shipped_onnx, lambda tmp: onnx.save(model, str(tmp)))
-    if "openvino" in params.runtimes:
-        atomic.replace_dir(
-            artifacts.openvino_dir,
-            lambda folder: save_openvino_ir(artifacts.shipped_onnx, folder / "shipped.xml"),
-        )
-    else:
-        atomic.replace_dir(
-            artifacts.openvino_dir,
-            lambda folder: (folder / "skipped.txt").write_text(
-                "openvino is not in evaluate.runtimes\n"
-            ),
-        )
-    atomic.write_json(
-        artifacts.shipped_json,
-        {
-            "candidate": name,
-            "source_file": artifacts.relative(source),
-            "metrics": figures,
-            "objective": params.objective,
-            "target_runtime": params.target_runtime,
-            "contract": asdict(contract),
-            **origin,
-        },
-    )
+) -> dict[str, dict]:
+    """What the gate and the objective choose with: every candidate's accuracy, per-class
+    accuracy, ECE and paired drop interval on the validation split in the target runtime,
+    with its size and latency (which no split changes)."""
+    logits, labels = split_logits(runners, eval_loader("val", info, artifacts.prepared_dir))
+    selection = {}
+    for name, result in results.items():
+        quality = full_quality(logits[name], labels, logits[REFERENCE], info.classes)
+        selection[name] = {
+            "split": "val",
+            **{key: quality[key] for key in ("accuracy", "per_class_accuracy", "ece")},
+            "size_bytes": result["size_bytes"],
+            "latency": {"batch_1": result["latency"]["batch_1"]},
+        }
+    correct = {name: logits[name].argmax(1) == labels for name in results}
+    add_drop_intervals(selection, REFERENCE, correct, labels, info.classes, params.gate.confidence)
+    return selection
 
 
 def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
     info = load_info(artifacts.prepared_dir)
     candidates, notes = collect_candidates(params.extra_candidates, artifacts)
-    results = measure(candidates, info, params, artifacts)
-    decision = gate_decision(results, REFERENCE, params.gate, params.objective)
+    results, selection = measure(candidates, info, params, artifacts)
+    decision = gate_decision(selection, results, REFERENCE, params.gate, params.objective)
+    for name, figures in selection.items():
+        results[name]["selection"] = figures
     shipped = decision["shipped"]
     for cost, label in COSTS.items():
         front = pareto_front({n: (r["accuracy"], cost_of(r, cost)) for n, r in results.items()})
@@ -228,6 +194,7 @@ def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
         "candidates": results,
         "decision": decision,
         "int8_vs_fp32_latency": int8_vs_fp32(results, params.runtimes),
+        "machine": machine_info(),
         "notes": notes,
     }
     atomic.write_json(artifacts.evaluate_metrics, metrics)

@@ -1,5 +1,6 @@
-"""Step `prepare`: stratified train/val/test splits plus a calibration set, checked by Great
-Expectations before anything is written to data/prepared/. The source is streamed once and
+"""Step `prepare`: train/val/test splits by content hash (an image keeps its split across data
+versions) plus a calibration set, checked by Great Expectations before anything is written to
+data/prepared/. The source is streamed once and
 every later pass reads shards, so memory does not grow with the number of images.
 
 The calibration set (for quantization) is held out of train so that the leakage check can
@@ -17,20 +18,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from compress.config.data import DataParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
-from compress.data.checks import ChannelStats, failure_report, sample_rows, validate_splits
+from compress.data.checks import (
+    ChannelStats,
+    CheckResult,
+    failure_report,
+    sample_rows,
+    validate_splits,
+)
 from compress.data.profile import source_profile, split_profile
 from compress.data.shards import ShardReader, ShardWriter
 from compress.data.sources import Source, load_source
+from compress.data.splits import Splits, split_data
 
 log = logging.getLogger(__name__)
 
-Splits = dict[str, np.ndarray]  # split name -> positions of its images among the staged ones
 SCAN_BATCH = 256
 ROW_COLUMNS = ["label", "hash", "pixel_min", "pixel_max", "nonfinite"]
 
@@ -110,51 +116,6 @@ def check_class_counts(labels: np.ndarray, classes: list[str], min_per_class: in
             f"Class(es) {', '.join(small)} have fewer than data.min_per_class={min_per_class} "
             "distinct readable images; add images or lower data.min_per_class."
         )
-
-
-def split_data(
-    rows: pd.DataFrame, kept: np.ndarray, params: DataParams, num_classes: int
-) -> Splits:
-    """Stratified splits of the kept images with a fixed seed; an official test split
-    (CIFAR-10) is kept as is."""
-    labels = rows["label"].to_numpy()
-    official = np.flatnonzero(rows["official_test"].to_numpy())
-    pool, test = kept, official
-    if not len(official):
-        pool, test = _stratified(
-            kept, labels, params.test_fraction, params.seed, "data.test_fraction"
-        )
-    held_out = 0 if len(official) else params.test_fraction
-    pool, val = _stratified(
-        pool, labels, params.val_fraction / (1 - held_out), params.seed + 1, "data.val_fraction"
-    )
-    calibration_size = params.calibration_size
-    if not num_classes <= calibration_size < len(pool) // 2:
-        raise PipelineError(
-            f"data.calibration_size={calibration_size} must be at least the number of classes "
-            f"({num_classes}) and below half of the {len(pool)} training samples left after "
-            "the test and validation splits; change data.calibration_size in params.yaml."
-        )
-    train, calibration = _stratified(
-        pool, labels, calibration_size, params.seed + 2, "data.calibration_size"
-    )
-    return {"train": train, "val": val, "test": test, "calibration": calibration}
-
-
-def _stratified(
-    positions: np.ndarray, labels: np.ndarray, size: float | int, seed: int, param: str
-) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        return tuple(
-            train_test_split(
-                positions, test_size=size, stratify=labels[positions], random_state=seed
-            )
-        )
-    except ValueError as error:
-        raise PipelineError(
-            f"Cannot make a stratified split for {param}={size}: {error}. Every class needs enough "
-            "samples for each split; add data or change the fraction in params.yaml."
-        ) from error
 
 
 def write_prepared(
@@ -269,4 +230,17 @@ def _check(
         },
     )
     if not passed:
-        raise PipelineError(failure_report(results))
+        raise PipelineError(failure_report(results) + _balance_hint(results))
+
+
+def _balance_hint(results: list[CheckResult]) -> str:
+    """Splits follow content hashes, not quotas: with few images a class can miss a split."""
+    by_class = ("every class present", "class balance")
+    if not any(not r.success and r.check.startswith(by_class) for r in results):
+        return ""
+    return (
+        " Splits follow each image's content hash (an image keeps its split as data grows), "
+        "so a class with few images can miss a split or be far from its share by chance: add "
+        "images to the small classes, or raise data.val_fraction, data.test_fraction or "
+        "data.class_balance_tolerance."
+    )

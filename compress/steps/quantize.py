@@ -102,7 +102,7 @@ def quantize(
     if params.sparsity.ratio > 0:
         quantized = apply_sparsity(quantized, params.sparsity.ratio, calibration[:1], keep_fp32)
     ptq_drop = accuracies["fp32_torch"] - accuracies["ptq_torch"]
-    if qat_ran := needs_qat(params, ptq_drop):
+    if qat_ran := needs_qat(params, float_record["ptq_val_drop"]):
         train_qat(
             quantized,
             teacher,
@@ -129,6 +129,7 @@ def quantize(
         "accuracy": accuracies,
         "fp32_layers": float_record,
         "qat_ran": qat_ran,
+        "qat_decided_on": "val",  # qat.mode auto compares the validation PTQ drop (fp32_layers)
         "ptq_drop_points": round(ptq_drop * 100, 2),
         **int8_costs(quantized, masked_layers, calibration[:1], info, params, bench, artifacts),
         "int8_weight_tensors": int8_weights,
@@ -148,7 +149,8 @@ def quantize(
 
 
 def needs_qat(params: QuantizeParams, ptq_drop: float) -> bool:
-    """`qat.mode` always, or auto with PTQ too far from float; sparsity is applied in QAT."""
+    """`qat.mode` always, or auto with PTQ too far from float on validation (`ptq_val_drop`:
+    the test split confirms, it does not choose); sparsity is applied in QAT."""
     auto = params.qat.mode == "auto" and ptq_drop > params.qat.max_ptq_drop
     return params.qat.mode == "always" or auto or params.sparsity.ratio > 0
 

@@ -1,0 +1,121 @@
+"""The model-update cycle's promotion policy, accuracy first: against production, on the same
+test images neither model trained on, a challenger that passed the acceptance gate replaces
+production when it stays within the deployment budgets and is either more accurate (by at
+least `registry.min_gain`) or non-inferior (at most `registry.tolerance` less accurate) and
+better on the objective. With `registry.confidence` > 0 both accuracy clauses read the
+one-sided upper bound of the paired drop (production minus challenger) instead of the observed
+drop. Every decision names the clause that decided, with the figures, and says whether it is
+close enough to call for a person (`registry.approval: when_uncertain`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from compress.config.registry import RegistryParams
+from compress.evaluation.decision import OBJECTIVES
+
+Clause = Literal[
+    "first_model",
+    "over_budget",
+    "more_accurate",
+    "non_inferior_and_better",
+    "non_inferior_not_better",
+    "less_accurate",
+]
+EPSILON = 1e-9  # a drop of exactly the tolerance passes
+
+
+@dataclass(frozen=True)
+class Promotion:
+    action: Literal["promoted", "kept"]
+    clause: Clause
+    reason: str
+    uncertain: bool  # the deciding interval straddles its threshold, or a budget is close
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+def budget_misses(new: dict, policy: RegistryParams) -> list[str]:
+    """Each deployment budget the challenger exceeds, with its figure."""
+    misses = []
+    size, latency = new["size_bytes"], new["latency"]["batch_1"]["p50_ms"]
+    if policy.max_size_bytes is not None and size > policy.max_size_bytes:
+        misses.append(f"registry.max_size_bytes {policy.max_size_bytes} (it has {size})")
+    if policy.max_latency_ms_batch_1 is not None and latency > policy.max_latency_ms_batch_1:
+        misses.append(
+            f"registry.max_latency_ms_batch_1 {policy.max_latency_ms_batch_1} "
+            f"(p50 {latency:.3f} ms)"
+        )
+    return misses
+
+
+def near_budget(new: dict, policy: RegistryParams) -> bool:
+    """A figure within `registry.budget_margin` of its budget, on either side."""
+    pairs = (
+        (new["size_bytes"], policy.max_size_bytes),
+        (new["latency"]["batch_1"]["p50_ms"], policy.max_latency_ms_batch_1),
+    )
+    return any(
+        budget is not None and abs(value - budget) <= policy.budget_margin * budget
+        for value, budget in pairs
+    )
+
+
+def _straddles(interval: dict, threshold: float) -> bool:
+    return interval["lower"] <= threshold <= interval["upper"]
+
+
+def promotion_decision(
+    new: dict, production: dict | None, objective: str, policy: RegistryParams
+) -> Promotion:
+    """The policy's answer for a gate-passing challenger (`new`, with `drop_vs_production`: the
+    paired interval on the same images) against production's figures."""
+    if production is None:
+        return Promotion("promoted", "first_model", "first model: nothing is in production", False)
+    close = near_budget(new, policy)
+    misses = budget_misses(new, policy)
+    if misses:
+        return Promotion("kept", "over_budget", "over budget: " + "; ".join(misses), close)
+    interval = new["drop_vs_production"]
+    drop = interval["upper_one_sided"] if policy.confidence else interval["drop"]
+    measured = (
+        f"{-interval['drop'] * 100:+.2f} pt observed, worst case {-drop * 100:+.2f} pt at "
+        f"{policy.confidence:.0%} on {interval['images']} images"
+        if policy.confidence
+        else f"{-drop * 100:+.2f} pt on {interval['images']} images"
+    )
+    if drop < 0 and drop <= -policy.min_gain + EPSILON:
+        return Promotion(
+            "promoted",
+            "more_accurate",
+            f"more accurate than production: {measured} (registry.min_gain "
+            f"{policy.min_gain * 100:.2f} pt)",
+            close or _straddles(interval, -policy.min_gain),
+        )
+    near_tolerance = close or _straddles(interval, policy.tolerance)
+    if drop > policy.tolerance + EPSILON:
+        return Promotion(
+            "kept",
+            "less_accurate",
+            f"less accurate than production beyond registry.tolerance "
+            f"{policy.tolerance * 100:.2f} pt: {measured}",
+            near_tolerance,
+        )
+    new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
+    if new_cost < production_cost:
+        return Promotion(
+            "promoted",
+            "non_inferior_and_better",
+            f"non-inferior ({measured}, registry.tolerance {policy.tolerance * 100:.2f} pt) and "
+            f"better on '{objective}': {new_cost:g} vs {production_cost:g}",
+            near_tolerance,
+        )
+    return Promotion(
+        "kept",
+        "non_inferior_not_better",
+        f"non-inferior ({measured}) but not better on '{objective}': {new_cost:g} vs "
+        f"{production_cost:g} in production",
+        near_tolerance,
+    )

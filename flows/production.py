@@ -1,0 +1,157 @@
+"""The model in production against the new one: its version and ONNX file from the registry,
+the splits it was made from, the current test images it never trained on, both measured side
+by side in one process, and the promotion policy's answer."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import gto.api
+import numpy as np
+from gto.exceptions import ArtifactNotFound
+from prefect import task
+
+from compress.config.evaluate import EvaluateParams
+from compress.config.params import Params
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import eval_loader, load_info, split_hashes
+from compress.evaluation.benchmark import compare_onnx_latency
+from compress.evaluation.inference import split_logits
+from compress.evaluation.promotion import promotion_decision
+from compress.evaluation.uncertainty import paired_drop_interval
+from compress.runtime.runners import onnxruntime_runner
+from flows.compress import StageFailed, run_dvc
+
+SPLITS = ("train", "calibration", "val", "test")
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@task
+def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> dict | None:
+    """The model the registry has in `stage`: version, commit and a copy of its ONNX file."""
+    try:
+        found = gto.api.find_versions_in_stage(str(repo), artifact, stage)
+    except ArtifactNotFound:  # nothing registered yet
+        found = None
+    if not found:
+        return None
+    version = found[0] if isinstance(found, list) else found
+    commit = version.commit_hexsha
+    copy = workdir / "production.onnx"
+    shipped = str(Artifacts.outs()["shipped_onnx"])
+    result = run_dvc(repo, "get", ".", shipped, "--rev", commit, "-o", str(copy))
+    if result.returncode != 0:
+        raise StageFailed(
+            f"The production model {artifact}@{version.version} (commit {commit[:8]}) is not "
+            f"in the DVC cache or remote: {result.stderr.strip()} Run `dvc pull` or `dvc fetch "
+            f"--rev {commit}`."
+        )
+    return {"version": version.version, "commit": commit, "path": copy}
+
+
+@task
+def production_splits(repo: Path, commit: str, workdir: Path) -> dict[str, set[str]]:
+    """The content hashes of every split production was made from: its commit's
+    `data/prepared/<split>.rows.csv`, fetched with `dvc get`."""
+    prepared = Artifacts.outs()["prepared_dir"].as_posix()
+    hashes = {}
+    for split in SPLITS:
+        target = workdir / f"production-{split}.rows.csv"
+        path = f"{prepared}/{split}.rows.csv"
+        result = run_dvc(repo, "get", ".", path, "--rev", commit, "-o", str(target))
+        if result.returncode != 0:
+            raise StageFailed(
+                f"Production's '{path}' (commit {commit[:8]}) is not in the DVC cache or "
+                f"remote: {result.stderr.strip()} Run `dvc fetch --rev {commit}`."
+            )
+        hashes[split] = set(split_hashes(target))
+    return hashes
+
+
+def comparison_images(repo: Path, production: dict[str, set[str]] | None) -> dict[str, np.ndarray]:
+    """Masks over the current test split: the images production never trained or calibrated
+    on (the comparison's images: with splits by content hash, all of them unless the split
+    params changed), and among those the ones added since production's test split."""
+    test = split_hashes(Artifacts(repo).prepared_dir / "test.rows.csv")
+    if production is None:
+        return {"compared": np.ones(len(test), dtype=bool), "new": np.zeros(len(test), dtype=bool)}
+    seen = production["train"] | production["calibration"]
+    return {
+        "compared": np.asarray([h not in seen for h in test], dtype=bool),
+        "new": np.asarray([h not in production["test"] for h in test], dtype=bool),
+    }
+
+
+@task
+def measure_side_by_side(
+    repo: Path,
+    models: dict[str, Path],
+    images: dict[str, np.ndarray],
+    evaluation: EvaluateParams,
+    confidence: float,
+) -> dict[str, dict]:
+    """Accuracy on the current test images production never trained on (and on the new ones
+    among them), size and ORT latency at batch 1 (interleaved), for both models in this one
+    process; the new model's drop against production on those images with its paired
+    interval."""
+    prepared = Artifacts(repo).prepared_dir
+    info = load_info(prepared)
+    threads = evaluation.intra_op_threads
+    latency = compare_onnx_latency(
+        models, info.input_shape, [1], 5, evaluation.timed_runs, threads, 3
+    )
+    runners = {name: onnxruntime_runner(path, threads) for name, path in models.items()}
+    logits, labels = split_logits(runners, eval_loader("test", info, prepared))
+    compared, new = images["compared"], images["compared"] & images["new"]
+    correct = {name: (logits[name].argmax(axis=1) == labels)[compared] for name in models}
+    figures = {
+        name: {
+            "accuracy": float(correct[name].mean()),
+            "accuracy_on_new_test_images": (
+                float((logits[name].argmax(axis=1) == labels)[new].mean()) if new.any() else None
+            ),
+            "size_bytes": path.stat().st_size,
+            "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
+            "md5": md5(path),
+        }
+        for name, path in models.items()
+    }
+    if "production" in models:
+        figures["new"]["drop_vs_production"] = paired_drop_interval(
+            correct["production"], correct["new"], confidence or 0.95
+        )
+    return figures
+
+
+def compare(
+    root: Path, production: dict | None, splits: dict[str, set[str]] | None, params: Params
+) -> dict:
+    """Keep when the new shipped model is production's file; otherwise measure both on the
+    current test images production never trained on and let the promotion rule decide."""
+    models = {"new": Artifacts(root).shipped_onnx}
+    if production is not None and md5(production["path"]) == md5(models["new"]):
+        return {
+            "action": "kept",
+            "clause": "unchanged",
+            "reason": "nothing changed",
+            "uncertain": False,
+        }
+    if production is not None:
+        models["production"] = production["path"]
+    images = comparison_images(root, splits)
+    figures = measure_side_by_side(
+        root, models, images, params.evaluate, params.registry.confidence
+    )
+    promotion = promotion_decision(
+        figures["new"], figures.get("production"), params.evaluate.objective, params.registry
+    )
+    test_images = {
+        "compared": int(images["compared"].sum()),
+        "excluded_production_trained_on": int((~images["compared"]).sum()),
+        "new_since_production": int((images["compared"] & images["new"]).sum()),
+    }
+    return promotion.as_record() | {"figures": figures, "test_images": test_images}
