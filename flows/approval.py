@@ -23,6 +23,10 @@ class Approval(RunInput):
 
 
 def needs_approval(decision: dict, settings: RegistryParams) -> bool:
+    """A person confirms promotions only: every one (`always`) or the uncertain ones; what the
+    policy keeps (over budget, less accurate, not better) stays kept."""
+    if decision["action"] != "promoted":
+        return False
     return settings.approval == "always" or (
         settings.approval == "when_uncertain" and decision["uncertain"]
     )

@@ -143,6 +143,12 @@ def compare(
     if production is not None:
         models["production"] = production["path"]
     images = comparison_images(root, splits)
+    if not images["compared"].any():
+        raise StageFailed(
+            "Every current test image was a training or calibration image of production (were "
+            "data.seed or the split fractions changed?): there is nothing to compare them on. "
+            "Restore the split params, or promote by hand after checking the new model."
+        )
     figures = measure_side_by_side(
         root, models, images, params.evaluate, params.registry.confidence
     )

@@ -28,7 +28,7 @@ def refuse_uncommitted_code(repo: Path) -> None:
         repo, "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS, "params.yaml"
     ).splitlines()
     if changed:
-        files = ", ".join(line[3:] for line in changed[:10])
+        files = ", ".join(line.split(maxsplit=1)[-1] for line in changed[:10])
         raise StageFailed(
             f"The work tree has uncommitted changes to code or params ({files}"
             f"{' ...' if len(changed) > 10 else ''}): commit or stash them, then run the cycle "

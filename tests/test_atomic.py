@@ -19,7 +19,7 @@ from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.models.checkpoints import save_checkpoint
 from compress.models.onnx_export import export_onnx
-from compress.runtime.errors import TRANSIENT_EXIT_CODE
+from compress.runtime.errors import TRANSIENT_EXIT_CODE, is_transient
 from compress.steps.validate_teacher import validate_teacher
 
 
@@ -120,6 +120,12 @@ def test_exit_codes_follow_the_errno_at_the_write_path(
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
+def test_library_errors_without_errno_are_sorted_by_type() -> None:
+    assert not is_transient(FileNotFoundError("no such model"))
+    assert not is_transient(PermissionError("not yours"))
+    assert is_transient(OSError("connection dropped"))
+
+
 def test_a_folder_is_swapped_whole_even_when_the_swap_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,7 +143,15 @@ def test_a_folder_is_swapped_whole_even_when_the_swap_fails(
     assert [p.name for p in target.iterdir()] == ["old.xml"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["openvino"]
     monkeypatch.undo()
-    (target.parent / ".openvino.killed").mkdir()  # what a kill -9 mid-swap leaves
-    atomic.replace_dir(target, lambda folder: (folder / "new.xml").write_text("new"))
+    # what a kill -9 between the two renames leaves: no target, the old folder aside, the new
+    # one half-built; the next call puts the old one back before it builds
+    os.replace(target, target.parent / ".openvino.abc123.old")
+    (target.parent / ".openvino.def456").mkdir()
+
+    def build(folder: Path) -> None:
+        assert [p.name for p in target.iterdir()] == ["old.xml"]
+        (folder / "new.xml").write_text("new")
+
+    atomic.replace_dir(target, build)
     assert [p.name for p in target.iterdir()] == ["new.xml"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["openvino"]

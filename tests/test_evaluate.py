@@ -200,6 +200,9 @@ def test_first_model_and_the_gain_and_confidence_settings() -> None:
     # a 0.56-pt gain is not the 1 pt registry.min_gain asks for; bigger, so not promoted
     strict = BUDGETS.model_copy(update={"min_gain": 0.01})
     assert promotion_decision(new, production, "smallest", strict).action == "kept"
+    # under most_accurate, "better on the objective" cannot sneak past min_gain
+    kept = promotion_decision(new, production, "most_accurate", strict)
+    assert (kept.action, kept.clause) == ("kept", "non_inferior_not_better")
     # one image worse and smaller: non-inferior on the observed drop, but its one-sided 95 %
     # bound (1.2 pt) is beyond the 0.5-pt tolerance
     worse, production = _challenger(900, 1.0, 1, 0)

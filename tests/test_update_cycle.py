@@ -23,7 +23,7 @@ from compress.models.checkpoints import read_checkpoint
 from flows.compress import StageFailed
 from flows.update_cycle import update_cycle
 from tests.conftest import copy_repo
-from tests.test_pipeline import DATA, _dvc, _edit_params, _git_repo, _tiny_repo
+from tests.test_pipeline import DATA, _dvc, _edit_params, _git_repo, _run, _tiny_repo
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,8 @@ def _cheap(params: dict) -> None:
     params["distill"]["control"] = False
     params["benchmark"]["batch_sizes"] = [1]
     params["evaluate"] |= {"batch_sizes": [1], "runtimes": ["onnxruntime"]}
+    # the default promotion policy (accuracy first); no one to approve in a test
+    params["registry"] |= {"tolerance": 0.005, "min_gain": 0.0, "approval": "never"}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_added_images_rerun_everything_and_are_recorded(repo: Path) -> None:
     assert images["new_since_production"] == splits["per_split"]["test"]["added"] > 0
     new_images = grown["figures"]["production"]["accuracy_on_new_test_images"]
     print(f"\n30 images added to class 3: {splits}, {images}, production on new: {new_images}")
-    print(f"decision: {grown['action']} ({grown['reason']})")
+    print(f"decision: {grown['action']}, clause {grown['clause']} ({grown['reason']})")
 
 
 def test_a_retrained_teacher_file_reruns_baseline_not_prepare(repo: Path) -> None:
@@ -109,6 +111,8 @@ def test_a_retrained_teacher_file_reruns_baseline_not_prepare(repo: Path) -> Non
     torch.save(weights, teacher)
     assert _dvc(repo, "add", "--quiet", "models/input/teacher.pt").returncode == 0
     _edit_params(repo, lambda p: p["teacher"].update(checkpoint="models/input/teacher.pt"))
+    for command in (("git", "add", "--all"), ("git", "commit", "-qm", "our own teacher")):
+        assert _run(repo, *command).returncode == 0  # the cycle refuses uncommitted params
     assert _dvc(repo, "repro", "baseline").returncode == 0
     torch.save(weights | {"fc.bias": weights["fc.bias"] + 0.5}, teacher)
     status = _dvc(repo, "status")

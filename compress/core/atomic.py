@@ -7,6 +7,7 @@ owner-only mode of a temporary file, so a model server or a teammate can read it
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -30,10 +31,14 @@ def new_file_mode(directory: bool = False) -> int:
 
 def fsync_path(path: Path) -> None:
     """Flush a file's or a folder's entries to the disk: a rename is durable only once the
-    folder holding it is synced, and the renamed file's data only once the file is."""
+    folder holding it is synced, and the renamed file's data only once the file is. Some
+    network and FUSE filesystems cannot sync a folder (EINVAL, ENOTSUP): nothing more to do."""
     handle = os.open(path, os.O_RDONLY)
     try:
         os.fsync(handle)
+    except OSError as error:
+        if not (path.is_dir() and error.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
     finally:
         os.close(handle)
 
@@ -97,22 +102,26 @@ def _fsync_tree(folder: Path) -> None:
     fsync_path(folder)
 
 
-def _remove_leftovers(target: Path) -> None:
-    """Temporary and set-aside siblings a killed run left (`.<name>.*`)."""
-    for leftover in target.parent.glob(f".{target.name}.*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+def _recover(target: Path) -> None:
+    """What a run killed mid-swap left: when the target is missing, the old folder it had
+    moved aside (`.<name>.*.old`) goes back; then the other hidden leftovers go."""
+    leftovers = sorted(p for p in target.parent.glob(f".{target.name}.*") if p.is_dir())
+    set_aside = [p for p in leftovers if p.name.endswith(".old")]
+    if not target.exists() and set_aside:
+        os.replace(set_aside[-1], target)
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def replace_dir(target: str | Path, builder: Callable[[Path], None]) -> None:
     """Build a whole folder out in a temporary sibling, flush it, then swap it in by renames
     only: the old folder is moved aside, the new one renamed in, the old one removed. A kill
-    at any point leaves either the old folder or the new one at `target` (and hidden
-    leftovers the next call removes), never a mix."""
+    never leaves a mix of old and new files: between the two renames the target is missing
+    and the old folder waits aside, and the next call puts it back before it starts."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(target)
+        _recover(target)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as error:
         raise _write_failed(target, error) from error
@@ -131,7 +140,8 @@ def replace_dir(target: str | Path, builder: Callable[[Path], None]) -> None:
         raise _write_failed(target, error) from error
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
+        if target.exists():  # never the only copy
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_csv(target: str | Path, rows: list[dict[str, Any]]) -> None:

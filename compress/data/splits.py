@@ -68,8 +68,8 @@ def _calibration(
     prefix (`quantize.calibration_samples`) mixes the classes."""
     classes, counts = np.unique(labels[pool], return_counts=True)
     exact = counts / counts.sum() * size
-    quota = np.floor(exact).astype(int)
-    quota[np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]] += 1
+    quota = np.maximum(np.floor(exact).astype(int), 1)  # every class calibrates
+    quota[np.argsort(-(exact - quota), kind="stable")[: max(size - quota.sum(), 0)]] += 1
     place = np.asarray([hash_position(d, f"calibration:{salt}") for d in digests[pool]])
     ordered = np.argsort(place, kind="stable")  # the pool in second-hash order
     taken = np.zeros(len(pool), dtype=bool)

@@ -127,7 +127,7 @@ def trials_plot(
     )
     axes.set_xscale("log")  # fp32 and INT8 models differ by 10x and more
     axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylabel("validation accuracy (%)")  # what the search ranks trials on
     axes.set_ylim(top=100.5)
     axes.legend(loc="lower right")
     save_png(figure, out)

@@ -104,7 +104,8 @@ def promotion_decision(
             near_tolerance,
         )
     new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
-    if new_cost < production_cost:
+    # under most_accurate, being better is the more_accurate clause (gain and confidence rules)
+    if new_cost < production_cost and objective != "most_accurate":
         return Promotion(
             "promoted",
             "non_inferior_and_better",

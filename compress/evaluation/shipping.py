@@ -89,7 +89,8 @@ def ship(
 
 def shipped_files(artifacts: Artifacts) -> dict[str, str]:
     """md5 of the shipped model and its OpenVINO IR files, by path in the repository."""
-    paths = [artifacts.shipped_onnx, *sorted(artifacts.openvino_dir.iterdir())]
+    folder = artifacts.openvino_dir
+    paths = [artifacts.shipped_onnx, *(sorted(folder.iterdir()) if folder.is_dir() else [])]
     return {
         artifacts.relative(path): hashlib.md5(path.read_bytes()).hexdigest()
         for path in paths

@@ -29,7 +29,7 @@ def tango_statistic(drop: float, only_reference: int, only_candidate: int, image
     error with the only-candidate-right share at its restricted maximum likelihood."""
     n, b, c = images, only_reference, only_candidate
     w = -b - c + (2 * n - b + c) * drop
-    share = (math.sqrt(w * w + 8 * n * c * drop * (1 - drop)) - w) / (4 * n)
+    share = (math.sqrt(max(w * w + 8 * n * c * drop * (1 - drop), 0.0)) - w) / (4 * n)
     variance = n * (2 * share + drop * (1 - drop))
     return (b - c - n * drop) / math.sqrt(max(variance, 1e-300))
 

@@ -14,6 +14,7 @@ from scipy.stats import binomtest
 
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
 
 RECIPE_SECTIONS = ("distill", "prune", "quantize", "evaluate")
 STAGE_SECONDS = {  # stage -> (metrics file entry, key)
@@ -142,6 +143,10 @@ def where_measured(machine: dict) -> list[str]:
 def model_card(artifacts: Artifacts, version: str | None, changes: dict | None) -> str:
     """The card as Markdown; `changes` is the cycle's record of what changed since the
     previous version (None outside a cycle)."""
+    if not artifacts.shipped_json.is_file():
+        raise PipelineError(
+            f"'{artifacts.shipped_json}' not found: nothing is shipped yet; run `dvc repro`."
+        )
     shipped = _json(artifacts.shipped_json)
     evaluation = _json(artifacts.evaluate_metrics)
     figures = evaluation["candidates"][shipped["candidate"]]

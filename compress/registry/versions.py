@@ -97,6 +97,8 @@ def rollback(repo: Path, settings: RegistryParams, to: str | None = None) -> dic
             f"{settings.artifact} has no version '{to}'; registered: {', '.join(versions)}."
         )
     check_retrievable(repo, settings, to)
+    if current and current != to:  # GTO picks the newest version holding a stage: give it up
+        gto.api.unassign(str(repo), settings.artifact, version=current, stage=settings.stage)
     gto.api.assign(str(repo), settings.artifact, settings.stage, version=to, force=True)
     decision = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -35,9 +35,15 @@ class InputError(Exception):
     """A problem in what the caller passed: the message names it and the fix."""
 
 
+USER_OS_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
 def is_transient(error: OSError) -> bool:
-    """Transient by errno; an OSError without one (raised by a library) counts as transient."""
-    return error.errno is None or error.errno in TRANSIENT_ERRNOS
+    """Transient by errno; without one (raised by a library), a missing path or a permission
+    is the user's, anything else may pass on a retry."""
+    if error.errno is None:
+        return not isinstance(error, USER_OS_ERRORS)
+    return error.errno in TRANSIENT_ERRNOS
 
 
 def exit_for(error: Exception, advice: str) -> NoReturn:
