@@ -423,7 +423,7 @@ def test_test_labels_cannot_change_which_candidate_is_chosen(pipeline, tmp_path:
             figures["selection"].get(k) for k in chosen_with
         ]
     teacher = [run["candidates"]["teacher_fp32"] for run in (honest, relabelled)]
-    assert teacher[1]["accuracy"] < 0.5 < teacher[0]["accuracy"]
+    assert teacher[1]["accuracy"] < teacher[0]["accuracy"] - 0.2  # the test figures did move
 
 
 @flow
