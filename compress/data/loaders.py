@@ -193,4 +193,9 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         generator=generator,
+        # workers start fresh (spawn), not as forks of a process whose runtime threads
+        # (OpenMP, ONNX Runtime, Prefect's client) do not survive a fork, and live for the
+        # whole run rather than being started again every epoch
+        multiprocessing_context="spawn" if workers else None,
+        persistent_workers=workers > 0,
     )

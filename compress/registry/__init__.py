@@ -1,2 +1,2 @@
-"""The model registry around the model-update cycle: GTO versions and stages, rollback, the
-decisions log. May import every package below it but `steps` and `commands`' own."""
+"""The model registry around the model-update cycle: GTO versions and rollback, the decisions
+log, the model card. Imports the packages before it."""
