@@ -50,7 +50,7 @@ def approve_command(args: argparse.Namespace) -> None:
     except (ValueError, NotPausedError, FlowPauseTimeout, ObjectNotFound) as error:
         raise InputError(
             f"Flow run '{args.flow_run_id}' cannot be resumed: {error}. List the runs waiting "
-            "for approval with `prefect flow-run ls --state Paused`."
+            "for approval with `prefect flow-run ls --state Paused -o json`."
         ) from error
     print(f"{'Rejected' if args.reject else 'Approved'}: flow run {args.flow_run_id} resumes.")
 
