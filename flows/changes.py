@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from compress.core.artifacts import Artifacts
+from compress.core.lock import lock_hashes
 from compress.data.loaders import split_hashes
 from flows.compress import run_dvc
 
@@ -45,16 +46,6 @@ def imported_inputs(repo: Path) -> list[Path]:
     return [path for path in tracked_inputs(repo) if yaml.safe_load(path.read_text()).get("deps")]
 
 
-def _lock_hashes(lock_text: str | None, stage: str) -> dict[str, str]:
-    """path -> md5 of every dep and out of `stage` in a dvc.lock text."""
-    if not lock_text:
-        return {}
-    entry = (yaml.safe_load(lock_text) or {}).get("stages", {}).get(stage, {})
-    return {
-        item["path"]: item.get("md5", "") for item in entry.get("deps", []) + entry.get("outs", [])
-    }
-
-
 def _count_changes(before: dict[str, int], after: dict[str, int]) -> dict[str, dict[str, int]]:
     classes = sorted(set(before) | set(after))
     change = {name: after.get(name, 0) - before.get(name, 0) for name in classes}
@@ -71,8 +62,8 @@ def data_changes(repo: Path, commit: str, old_lock: str | None, new_lock: str | 
     after = json.loads(Artifacts(repo).data_profile.read_text())["source"]
     return {
         "input_md5": {
-            "before": _lock_hashes(old_lock, "prepare").get(data_input),
-            "after": _lock_hashes(new_lock, "prepare").get(data_input),
+            "before": lock_hashes(old_lock, "prepare").get(data_input),
+            "after": lock_hashes(new_lock, "prepare").get(data_input),
         },
         "content_hash": {"before": before.get("content_hash"), "after": after["content_hash"]},
         "images": {"before": before.get("images"), "after": after["images"]},
@@ -111,8 +102,8 @@ def changes_since(repo: Path, commit: str, splits: dict[str, set[str]] | None = 
     new_lock = lock.read_text() if lock.exists() else None
     teacher_input, teacher_out = str(Artifacts.teacher_input_dir), str(Artifacts.teacher_pt)
     old_baseline, new_baseline = (
-        _lock_hashes(old_lock, "baseline"),
-        _lock_hashes(new_lock, "baseline"),
+        lock_hashes(old_lock, "baseline"),
+        lock_hashes(new_lock, "baseline"),
     )
     params = run_dvc(repo, "params", "diff", commit, "--json")
     data = data_changes(repo, commit, old_lock, new_lock)

@@ -4,12 +4,9 @@ by side in one process, and the promotion policy's answer."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import gto.api
 import numpy as np
-from gto.exceptions import ArtifactNotFound
 from prefect import task
 
 from compress.config.evaluate import EvaluateParams
@@ -19,27 +16,21 @@ from compress.data.loaders import eval_loader, load_info, split_hashes
 from compress.evaluation.benchmark import compare_onnx_latency
 from compress.evaluation.inference import split_logits
 from compress.evaluation.promotion import promotion_decision
+from compress.evaluation.shipping import file_md5
 from compress.evaluation.uncertainty import paired_drop_interval
+from compress.registry.versions import stage_holder
 from compress.runtime.runners import onnxruntime_runner
 from flows.compress import StageFailed, run_dvc
 
 SPLITS = ("train", "calibration", "val", "test")
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 @task
 def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> dict | None:
     """The model the registry has in `stage`: version, commit and a copy of its ONNX file."""
-    try:
-        found = gto.api.find_versions_in_stage(str(repo), artifact, stage)
-    except ArtifactNotFound:  # nothing registered yet
-        found = None
-    if not found:
+    version = stage_holder(repo, artifact, stage)
+    if version is None:
         return None
-    version = found[0] if isinstance(found, list) else found
     commit = version.commit_hexsha
     copy = workdir / "production.onnx"
     shipped = str(Artifacts.outs()["shipped_onnx"])
@@ -116,7 +107,7 @@ def measure_side_by_side(
             ),
             "size_bytes": path.stat().st_size,
             "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
-            "md5": md5(path),
+            "md5": file_md5(path),
         }
         for name, path in models.items()
     }
@@ -133,7 +124,7 @@ def compare(
     """Keep when the new shipped model is production's file; otherwise measure both on the
     current test images production never trained on and let the promotion rule decide."""
     models = {"new": Artifacts(root).shipped_onnx}
-    if production is not None and md5(production["path"]) == md5(models["new"]):
+    if production is not None and file_md5(production["path"]) == file_md5(models["new"]):
         return {
             "action": "kept",
             "clause": "unchanged",

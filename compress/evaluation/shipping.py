@@ -10,12 +10,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import onnx
-import yaml
 
 from compress.config.evaluate import EvaluateParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.core.lock import lock_hashes
 from compress.data.loaders import DatasetInfo
 from compress.evaluation.inference import save_openvino_ir
 from compress.models.onnx_export import load_onnx, with_contract
@@ -30,12 +30,8 @@ def provenance(artifacts: Artifacts) -> dict:
         text=True,
         check=False,
     ).stdout.strip()
-    data_hash = None
-    if artifacts.dvc_lock.is_file():
-        lock = yaml.safe_load(artifacts.dvc_lock.read_text()) or {}
-        for out in lock.get("stages", {}).get("prepare", {}).get("outs", []):
-            if out.get("path") == str(Artifacts.outs()["prepared_dir"]):
-                data_hash = out.get("md5")
+    lock = artifacts.dvc_lock.read_text() if artifacts.dvc_lock.is_file() else None
+    data_hash = lock_hashes(lock, "prepare").get(str(Artifacts.outs()["prepared_dir"]))
     return {
         "params_sha256": hashlib.sha256(artifacts.params_file.read_bytes()).hexdigest(),
         "git_commit": commit or None,
@@ -87,15 +83,15 @@ def ship(
     )
 
 
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def shipped_files(artifacts: Artifacts) -> dict[str, str]:
     """md5 of the shipped model and its OpenVINO IR files, by path in the repository."""
     folder = artifacts.openvino_dir
     paths = [artifacts.shipped_onnx, *(sorted(folder.iterdir()) if folder.is_dir() else [])]
-    return {
-        artifacts.relative(path): hashlib.md5(path.read_bytes()).hexdigest()
-        for path in paths
-        if path.is_file()
-    }
+    return {artifacts.relative(path): file_md5(path) for path in paths if path.is_file()}
 
 
 def check_shipped(artifacts: Artifacts) -> dict:

@@ -15,6 +15,7 @@ from scipy.stats import binomtest
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.core.lock import lock_hashes
 
 RECIPE_SECTIONS = ("distill", "prune", "quantize", "evaluate")
 STAGE_SECONDS = {  # stage -> (metrics file entry, key)
@@ -47,19 +48,6 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _lock_md5(artifacts: Artifacts, stage: str, path: str) -> str | None:
-    lock = yaml.safe_load(artifacts.dvc_lock.read_text()) if artifacts.dvc_lock.is_file() else {}
-    entry = (lock or {}).get("stages", {}).get(stage, {})
-    return next(
-        (
-            item.get("md5")
-            for item in entry.get("deps", []) + entry.get("outs", [])
-            if item["path"] == path
-        ),
-        None,
-    )
-
-
 def what_it_is(shipped: dict, figures: dict, macs: int | None) -> list[str]:
     contract = shipped["contract"]
     return [
@@ -83,11 +71,13 @@ def how_it_was_made(artifacts: Artifacts, shipped: dict, profile: dict, params: 
     }
     splits = {name: split["images"] for name, split in profile.get("splits", {}).items()}
     recipe = {section: params.get(section) for section in RECIPE_SECTIONS}
+    lock = artifacts.dvc_lock.read_text() if artifacts.dvc_lock.is_file() else None
+    teacher_md5 = lock_hashes(lock, "baseline").get(str(Artifacts.outs()["teacher_pt"]))
     return [
         "## How it was made",
         "",
         f"- Teacher: `{params.get('teacher', {}).get('arch')}`, "
-        f"models/teacher.pt md5 `{_lock_md5(artifacts, 'baseline', 'models/teacher.pt')}`",
+        f"models/teacher.pt md5 `{teacher_md5}`",
         f"- Data: `{params.get('data', {}).get('source')}`, prepared data md5 "
         f"`{shipped.get('data_md5')}`, content hash `{profile.get('source', {}).get('content_hash')}`",
         f"- Images per class: {profile.get('source', {}).get('class_counts')}; per split: {splits}",

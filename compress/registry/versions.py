@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import gto.api
+from gto.base import VStage
 from gto.exceptions import ArtifactNotFound
 
 from compress.config.registry import RegistryParams
@@ -28,15 +29,22 @@ def append_decision(log: Path, decision: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def version_in_stage(repo: Path, settings: RegistryParams) -> str | None:
-    """The version that holds `registry.stage` now, or None."""
+def stage_holder(repo: Path, artifact: str, stage: str) -> VStage | None:
+    """GTO's record of the version that holds `stage` now (its version and commit), or None
+    when none does or nothing is registered yet."""
     try:
-        found = gto.api.find_versions_in_stage(str(repo), settings.artifact, settings.stage)
+        found = gto.api.find_versions_in_stage(str(repo), artifact, stage)
     except ArtifactNotFound:
         return None
     if not found:
         return None
-    return (found[0] if isinstance(found, list) else found).version
+    return found[0] if isinstance(found, list) else found
+
+
+def version_in_stage(repo: Path, settings: RegistryParams) -> str | None:
+    """The version that holds `registry.stage` now, or None."""
+    holder = stage_holder(repo, settings.artifact, settings.stage)
+    return holder.version if holder else None
 
 
 def registered_versions(repo: Path, artifact: str) -> list[str]:
