@@ -16,11 +16,13 @@ from sklearn.datasets import load_digits
 
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams, DataParams
+from compress.config.distill import DistillParams
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import load_info, load_split, normalize_tensor
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
+from compress.steps.teacher_outputs import teacher_outputs
 from flows.search import REPORT_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +98,12 @@ def prepared_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 def baseline_artifacts(
     prepared_artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory
 ) -> Artifacts:
-    """data/prepared plus a teacher trained for two epochs by the real baseline step."""
+    """data/prepared plus a teacher trained for two epochs by the real baseline step, and its
+    outputs on the default views (data/teacher_outputs)."""
     artifacts = Artifacts(tmp_path_factory.mktemp("baseline"))
     shutil.copytree(prepared_artifacts.root / "data", artifacts.root / "data")
     baseline(TeacherParams(epochs=2), AugmentParams(), TINY_BENCH, artifacts)
+    teacher_outputs(DistillParams(), AugmentParams(), artifacts)
     return artifacts
 
 

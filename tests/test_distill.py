@@ -19,6 +19,7 @@ from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.models.checkpoints import load_model
 from compress.steps.distill import distill
+from compress.steps.teacher_outputs import teacher_outputs
 from tests.conftest import check_per_class_accuracy, labelled_test_split, onnx_logits
 
 NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)
@@ -36,7 +37,9 @@ def distilled(baseline_artifacts: Artifacts, tmp_path_factory) -> tuple[Artifact
     shutil.copytree(baseline_artifacts.root / "data", artifacts.root / "data")
     shutil.copytree(baseline_artifacts.root / "models", artifacts.root / "models")
     teacher_before = torch.load(artifacts.teacher_pt, weights_only=True)["state_dict"]
-    metrics = distill(_params(feature={"weight": 0.5}), NO_FLIP, artifacts)
+    params = _params(feature={"weight": 0.5})
+    teacher_outputs(params, NO_FLIP, artifacts)  # now with the teacher's layer4 maps
+    metrics = distill(params, NO_FLIP, artifacts)
     return artifacts, metrics, teacher_before
 
 

@@ -45,7 +45,16 @@ from flows.update_cycle import update_cycle
 from tests.conftest import copy_repo, digit_images
 
 DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
-STAGES = ["prepare", "baseline", "validate_teacher", "distill", "prune", "quantize", "evaluate"]
+STAGES = [
+    "prepare",
+    "baseline",
+    "validate_teacher",
+    "teacher_outputs",
+    "distill",
+    "prune",
+    "quantize",
+    "evaluate",
+]
 
 
 def _run(repo: Path, *command: str) -> subprocess.CompletedProcess:
@@ -478,6 +487,25 @@ def test_added_images_and_a_new_teacher_file_make_their_stages_stale(pipeline) -
     assert "prepare:" in status and "baseline:" in status
     assert "modified:           data/input" in status
     assert "modified:           models/input" in status
+    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+
+
+def test_a_new_teacher_or_new_prepared_data_makes_the_teacher_outputs_stale(pipeline) -> None:
+    """The stored teacher outputs are a DVC out whose deps are the teacher and the prepared
+    splits: either changing is what reruns the stage (and distill, prune, quantize after it)."""
+    repo, _ = pipeline
+    for changed, dep in (
+        ("models/teacher.pt", "models/teacher.pt"),
+        ("data/prepared/train.labels.npy", "data/prepared"),
+    ):
+        path = repo / changed
+        original = path.read_bytes()
+        path.unlink()  # not through a link into the cache
+        path.write_bytes(original + b"\0")
+        status = json.loads(_dvc(repo, "status", "--json").stdout)
+        path.unlink()
+        path.write_bytes(original)
+        assert {"changed deps": {dep: "modified"}} in status["teacher_outputs"], status
     assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
 
 

@@ -84,6 +84,7 @@ def test_added_images_rerun_everything_and_are_recorded(repo: Path) -> None:
         "prepare",
         "baseline",
         "validate_teacher",
+        "teacher_outputs",
         "distill",
         "prune",
         "quantize",

@@ -41,6 +41,9 @@ class DistillParams(Section):
     kd_loss: Divergence = "forward_kl"
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
+    # augmented views per training image whose teacher outputs stage `teacher_outputs` stores
+    # once; training picks one per image and epoch. None: fresh views, the teacher runs live
+    teacher_views: int | None = Field(8, ge=1, le=1024)
     epochs: int = Field(30, ge=0, le=1000)
     patience: int | None = Field(5, ge=1, le=1000)  # early stopping on validation; null: off
     batch_size: int = Field(64, ge=1, le=4096)

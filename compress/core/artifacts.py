@@ -49,6 +49,8 @@ class Artifacts:
     baseline_plot = _Entry("plots/baseline/train.csv")
     # validate_teacher
     teacher_gate = _Entry("metrics/teacher_gate.json")
+    # teacher_outputs
+    teacher_outputs_dir = _Entry("data/teacher_outputs")
     # distill
     student_pt = _Entry("models/student.pt")
     student_onnx = _Entry("models/student.onnx")

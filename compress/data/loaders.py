@@ -95,7 +95,7 @@ class SplitDataset(Dataset):
     depend on which loader worker, or which process, handles the image."""
 
     def __init__(self, reader: ShardReader, info: DatasetInfo, augment: v2.Transform | None = None):
-        self.reader, self.augment = reader, augment
+        self.reader, self.info, self.augment = reader, info, augment
         self.labels = torch.from_numpy(reader.labels)
         self.mean, self.std = info.mean, info.std
 

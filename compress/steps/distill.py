@@ -19,7 +19,7 @@ from compress.config.distill import TEACHER_STUDENT, DistillParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
-from compress.data.loaders import DatasetInfo, eval_loader, load_info, make_loader, training_dataset
+from compress.data.loaders import DatasetInfo, eval_loader, load_info, make_loader
 from compress.evaluation.quality import (
     classification_metrics,
     mean_kl_to_teacher,
@@ -30,6 +30,7 @@ from compress.models.checkpoints import architecture, load_model, save_checkpoin
 from compress.models.onnx_export import export_onnx
 from compress.models.onnx_teacher import macs_params
 from compress.train.distillation import (
+    distillation_dataset,
     distillation_objective,
     distillation_schedule,
     load_teacher,
@@ -61,9 +62,7 @@ def distill(
     student, record = cut if cut is not None else build_student(params, info, artifacts)
     control_start = copy.deepcopy(student)  # the control starts from the same weights
     ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
-    train_set = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    train_set = distillation_dataset(info, augment, params, artifacts)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
     teacher_logits, labels = predict(teacher, test_loader)

@@ -24,14 +24,17 @@ from compress.data.loaders import (
     load_info,
     make_loader,
     normalized_dataset,
-    training_dataset,
 )
 from compress.evaluation.benchmark import compare_onnx_latency
 from compress.models.builders import count_macs_params
 from compress.models.checkpoints import architecture, load_model, save_checkpoint
 from compress.models.onnx_export import export_onnx
 from compress.models.onnx_teacher import macs_params
-from compress.train.distillation import distillation_objective, load_teacher
+from compress.train.distillation import (
+    distillation_dataset,
+    distillation_objective,
+    load_teacher,
+)
 from compress.train.loop import CPU, Compute, FitResult, Schedule, accuracy, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,7 @@ def prune(
     student, payload = load_model(artifacts.student_pt)
     history = payload.get("pruning_history", [])  # a student cut from the teacher has one
     seed_everything(params.seed)
-    train_set = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    train_set = distillation_dataset(info, augment, distill_params, artifacts)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
     unpruned = unpruned_row(student, info, val_loader)

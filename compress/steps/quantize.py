@@ -42,7 +42,6 @@ from compress.data.loaders import (
     load_split,
     make_loader,
     normalize_tensor,
-    training_dataset,
 )
 from compress.evaluation.benchmark import compare_onnx_latency
 from compress.evaluation.inference import split_logits
@@ -50,7 +49,11 @@ from compress.models.builders import fold_batchnorm
 from compress.models.checkpoints import load_model, read_checkpoint
 from compress.models.onnx_export import load_onnx
 from compress.runtime.runners import onnxruntime_runner
-from compress.train.distillation import distillation_objective, load_teacher
+from compress.train.distillation import (
+    distillation_dataset,
+    distillation_objective,
+    load_teacher,
+)
 from compress.train.loop import CPU, Compute, Schedule, accuracy, fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -171,9 +174,7 @@ def train_qat(
     for module in quantized.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    train_set = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    train_set = distillation_dataset(info, augment, distill_params, artifacts)
     train_loader = make_loader(
         train_set, distill_params.batch_size, True, params.seed, compute.loader_workers
     )

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from compress.config.data import AugmentParams
 from compress.config.distill import TEACHER_STUDENT, DistillParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.data.loaders import DatasetInfo, SplitDataset, training_dataset
+from compress.data.teacher_outputs import teaching_dataset
 from compress.models.checkpoints import model_from_payload, read_checkpoint
 from compress.models.onnx_teacher import ONNX_TEACHER, OnnxTeacher
 from compress.train.loop import Schedule
@@ -24,6 +27,17 @@ def load_teacher(artifacts: Artifacts, params: DistillParams) -> nn.Module:
     refuse_torch_only_options(params)
     input_shape = tuple(int(size) for size in payload["input_shape"])
     return OnnxTeacher(artifacts.teacher_onnx, "teacher.onnx", input_shape, payload["num_classes"])
+
+
+def distillation_dataset(
+    info: DatasetInfo, augment: AugmentParams, params: DistillParams, artifacts: Artifacts
+) -> SplitDataset:
+    """The augmented train split with the teacher's stored outputs beside every view (stage
+    `teacher_outputs`): what distillation, pruning's fine-tuning and QAT train on."""
+    train_set = training_dataset(
+        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
+    )
+    return teaching_dataset(train_set, artifacts.teacher_outputs_dir, params.feature.weight > 0)
 
 
 def refuse_torch_only_options(params: DistillParams) -> None:

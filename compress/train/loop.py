@@ -29,14 +29,16 @@ from compress.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-# objective(model, images, labels) -> scalar loss; it runs the forward pass itself so that
+# objective(model, images, labels, *extras) -> scalar loss, where extras are whatever else the
+# batch carries (a teacher's stored outputs); it runs the forward pass itself so that
 # distillation can also query a teacher or read intermediate features.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Objective = Callable[..., torch.Tensor]
 
 
 def cross_entropy_objective(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *extras: torch.Tensor
 ) -> torch.Tensor:
+    """Hard labels only: a batch's teacher outputs, if it carries any, are ignored."""
     return F.cross_entropy(model(images), labels)
 
 
@@ -185,8 +187,9 @@ def fit(
             objective.set_epoch(epoch, epochs)
         model.train()
         total_loss, seen = 0.0, 0
-        for images, labels in train_loader:
-            loss = objective(trained, images.to(device), labels.to(device))
+        for images, labels, *extras in train_loader:
+            extras = [extra.to(device) for extra in extras]
+            loss = objective(trained, images.to(device), labels.to(device), *extras)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(extra_parameters)

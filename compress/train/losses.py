@@ -128,7 +128,8 @@ class KDSettings:
 
 
 class DistillationObjective(TrainableObjective):
-    """Objective for `loop.fit`: runs the frozen teacher and the student on the same batch.
+    """Objective for `loop.fit`: the frozen teacher's outputs (stored, or computed on the
+    batch) teach the student.
 
     The teacher is put in eval mode with gradients off and is never passed to an optimizer.
     Feature KD matches a student layer to a teacher layer through a learned 1x1 adapter (a
@@ -194,24 +195,33 @@ class DistillationObjective(TrainableObjective):
         progress = (epoch - 1) / max(epochs - 1, 1)
         self.temperature = self.schedule(self.temperature_start, self.temperature_end, progress)
 
-    def feature_loss(self) -> torch.Tensor:
+    def feature_loss(self, teacher_map: torch.Tensor) -> torch.Tensor:
         student_map = self.adapter(self.student_features.output)
-        teacher_map = self.teacher_features.output
         if student_map.shape[-2:] != teacher_map.shape[-2:]:
             student_map = F.adaptive_avg_pool2d(student_map, teacher_map.shape[-2:])
         return F.mse_loss(student_map, teacher_map)
 
     def forward(
-        self, student: nn.Module, images: torch.Tensor, labels: torch.Tensor
+        self,
+        student: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *teacher_outputs: torch.Tensor,
     ) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_logits = self.teacher(images)
+        """`teacher_outputs`, the teacher's logits (and feature map) stored for these very
+        images (`compress.data.teacher_outputs`), stand in for running the teacher."""
+        if teacher_outputs:
+            teacher_logits, *teacher_map = teacher_outputs
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher(images)
+            teacher_map = [self.teacher_features.output] if self.adapter is not None else []
         student_logits = student(images)
         loss = kd_loss(
             student_logits, teacher_logits, labels, self.alpha, self.temperature, self.divergence
         )
         if self.adapter is not None:
-            loss = loss + self.feature_weight * self.feature_loss()
+            loss = loss + self.feature_weight * self.feature_loss(teacher_map[0])
         return loss
 
     def close(self) -> None:

@@ -1,0 +1,17 @@
+"""`dvc repro teacher_outputs`: the frozen teacher's outputs on every train image's views, once."""
+
+from compress.commands.runner import run_stage
+from compress.config.data import DataParams
+from compress.config.distill import DistillParams
+from compress.config.file import load_sections
+from compress.core.artifacts import Artifacts
+from compress.steps.teacher_outputs import teacher_outputs
+
+
+def main() -> None:
+    distill, data = load_sections(DistillParams, DataParams)
+    teacher_outputs(distill, data.augment, Artifacts.here())
+
+
+if __name__ == "__main__":
+    run_stage(main)

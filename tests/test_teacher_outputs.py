@@ -1,0 +1,86 @@
+"""The teacher's outputs stored once per train image and view (stage `teacher_outputs`): they
+are the teacher's forward pass on exactly the views the training loaders show, every view
+in use, and a store that does not fit the data is named before training."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
+from compress.core.artifacts import Artifacts
+from compress.core.errors import PipelineError
+from compress.data.loaders import SplitDataset, load_info, make_loader, training_dataset
+from compress.data.teacher_outputs import TaughtDataset, TeacherOutputsInfo, teaching_dataset
+from compress.models.checkpoints import load_model
+from compress.steps.teacher_outputs import teacher_outputs
+from compress.train.distillation import distillation_dataset
+
+NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)
+
+
+def _taught(artifacts: Artifacts, params: DistillParams | None = None) -> SplitDataset:
+    info = load_info(artifacts.prepared_dir)
+    return distillation_dataset(info, NO_FLIP, params or DistillParams(), artifacts)
+
+
+def test_stored_logits_are_the_teachers_forward_pass_on_each_view(
+    baseline_artifacts: Artifacts,
+) -> None:
+    """Bit for bit on the CPU, each of the 8 views of the whole train split in one batch."""
+    teacher, _ = load_model(baseline_artifacts.teacher_pt)
+    taught = _taught(baseline_artifacts)
+    assert isinstance(taught, TaughtDataset) and taught.views == 8
+    for view in range(taught.views):
+        items = [taught[(index, view)] for index in range(len(taught))]
+        with torch.no_grad():
+            expected = teacher(torch.stack([pixels for pixels, *_ in items]))
+        assert torch.equal(torch.stack([logits for *_, logits in items]), expected), view
+
+
+def test_loader_batches_carry_the_logits_of_the_views_they_show(
+    baseline_artifacts: Artifacts,
+) -> None:
+    """Through a seeded training loader over three epochs: every batch's stored logits are the
+    teacher's on that batch's images, and an image is shown in several of its views."""
+    teacher, _ = load_model(baseline_artifacts.teacher_pt)
+    taught = _taught(baseline_artifacts)
+    loader = make_loader(taught, 64, True, seed=3)
+    shown: Counter[bytes] = Counter()
+    for _ in range(3):
+        for images, _, logits in loader:
+            with torch.no_grad():
+                assert torch.allclose(teacher(images), logits, atol=1e-5)
+            shown.update(image.numpy().tobytes() for image in images)
+    assert len(shown) > 1.5 * len(taught)  # views differ: more distinct images than images
+
+
+def test_views_off_or_no_augmentation(baseline_copy: Artifacts) -> None:
+    """`teacher_views: null` leaves the split as it is (the teacher runs live); without
+    augmentation every view is the image itself, so one is stored."""
+    teacher_outputs(DistillParams(teacher_views=None), NO_FLIP, baseline_copy)
+    live = _taught(baseline_copy, DistillParams(teacher_views=None))
+    assert not isinstance(live, TaughtDataset) and isinstance(live, SplitDataset)
+    plain = AugmentParams(crop_padding=0, horizontal_flip=False)
+    teacher_outputs(DistillParams(), plain, baseline_copy)
+    assert TeacherOutputsInfo.read(baseline_copy.teacher_outputs_dir).views == 1
+
+
+def test_outputs_that_do_not_fit_are_named(baseline_copy: Artifacts) -> None:
+    meta_file = baseline_copy.teacher_outputs_dir / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps(meta | {"count": meta["count"] - 1}))
+    info = load_info(baseline_copy.prepared_dir)
+    train_set = training_dataset(info, 1, False, baseline_copy.prepared_dir)
+    with pytest.raises(PipelineError, match=r"for \d+ train images.*dvc repro teacher_outputs"):
+        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=False)
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match=r"no teacher features.*dvc repro teacher_outputs"):
+        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=True)
+    meta_file.unlink()
+    with pytest.raises(PipelineError, match=r"meta.json' not found: run `dvc repro teacher_out"):
+        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=False)
