@@ -1,11 +1,11 @@
 """Stored teacher outputs against a live teacher, side by side on the workspace's prepared data
-and teacher (run `dvc repro validate_teacher` first): for each seed, `teacher_outputs` + `distill`
-with `distill.teacher_views` stored views, then `distill` with the teacher run on fresh views
-every batch (`teacher_views: null`). Prints the test accuracy of the distilled student and of
+and teacher (run `dvc repro validate_teacher` first): for each seed and each `distill.teacher_views`
+of `--views`, `teacher_outputs` + `distill` (`null`: the teacher runs on fresh views every
+batch). Prints the test accuracy of the distilled student and of
 the control, their best epochs, and the wall time of each, measured one after the other in
 this process with the workspace's `distill` and `data.augment` params.
 
-    python benchmarks/teacher_views.py [--seeds 0 1 2] [--views 8]
+    python benchmarks/teacher_views.py [--seeds 0 1 2] [--views 8 null]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def run(params: DistillParams, data: DataParams, source: Artifacts, workdir: Pat
     data and the teacher."""
     artifacts = Artifacts(workdir)
     shutil.copytree(source.prepared_dir, artifacts.prepared_dir)
+    artifacts.teacher_pt.parent.mkdir(parents=True)
     shutil.copy(source.teacher_pt, artifacts.teacher_pt)
     shutil.copy(source.teacher_onnx, artifacts.teacher_onnx)
     started = time.perf_counter()
@@ -47,7 +48,9 @@ def run(params: DistillParams, data: DataParams, source: Artifacts, workdir: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument(
+        "--views", nargs="+", default=["8", "null"], help="stored views per image, or null"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params, data = load_sections(DistillParams, DataParams)
@@ -55,7 +58,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for views in (args.views, None):
+            for views in [None if value == "null" else int(value) for value in args.views]:
                 recipe = params.model_copy(update={"seed": seed, "teacher_views": views})
                 result = run(recipe, data, source, Path(tmp) / f"{seed}-{views}")
                 rows.append({"seed": seed, "views": views} | result)

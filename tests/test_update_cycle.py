@@ -1,6 +1,6 @@
 """The model-update cycle on a team's inputs, in a temporary git + DVC repository whose image
 folder and teacher file are tracked with `dvc add` (slow: each cycle reruns the tiny pipeline
-from the stage a change touches; run with `pytest -m slow`).
+from the stage a change touches; `pytest -m "not slow"` leaves them out).
 
 Scenarios: cycle 1 promotes; images added to one class make `prepare` stale and the next cycle
 retrains and records the added count and both data hashes; a retrained teacher file reruns
