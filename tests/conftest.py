@@ -86,6 +86,19 @@ def check_latency_figures(stats: dict[str, float], batch: int) -> None:
     assert 0.3 * from_latency <= stats["throughput_per_s"] <= 3 * from_latency, stats
 
 
+# every stage of dvc.yaml, in the order the DAG runs them
+STAGES = [
+    "prepare",
+    "baseline",
+    "validate_teacher",
+    "teacher_outputs",
+    "distill",
+    "prune",
+    "quantize",
+    "evaluate",
+]
+
+
 @pytest.fixture(scope="session")
 def prepared_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     """A folder holding data/prepared made from digits with the default split params."""

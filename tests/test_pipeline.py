@@ -42,19 +42,9 @@ from flows.approval import ask_for_approval, needs_approval
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
 from flows.update_cycle import update_cycle
-from tests.conftest import copy_repo, digit_images
+from tests.conftest import STAGES, copy_repo, digit_images
 
 DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
-STAGES = [
-    "prepare",
-    "baseline",
-    "validate_teacher",
-    "teacher_outputs",
-    "distill",
-    "prune",
-    "quantize",
-    "evaluate",
-]
 
 
 def _run(repo: Path, *command: str) -> subprocess.CompletedProcess:
