@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
 from sklearn.datasets import load_digits
@@ -20,6 +21,7 @@ from compress.config.distill import DistillParams
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import load_info, load_split, normalize_tensor
+from compress.runtime.runners import EVAL_BATCH_SIZE
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
 from compress.steps.teacher_outputs import teacher_outputs
@@ -64,6 +66,14 @@ def onnx_accuracy(path: Path, artifacts: Artifacts) -> float:
     """Test accuracy of a written ONNX file, computed from the file alone."""
     images, labels = labelled_test_split(artifacts)
     return float(np.mean(onnx_logits(path, images).argmax(axis=1) == labels))
+
+
+def forward_in_stage_batches(teacher: torch.nn.Module, items: list) -> torch.Tensor:
+    """The teacher on the items' pixels, batched as the stage batches them (a CPU kernel's
+    rounding may depend on the batch size)."""
+    pixels = torch.stack([item[0] for item in items])
+    with torch.no_grad():
+        return torch.cat([teacher(batch) for batch in pixels.split(EVAL_BATCH_SIZE)])
 
 
 def check_per_class_accuracy(

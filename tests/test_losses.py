@@ -123,3 +123,21 @@ def test_unknown_feature_layer_lists_the_layers() -> None:
             (1, 8, 8),
             KDSettings(0.5, 4.0, 4.0, feature_weight=1.0, student_layer="conv9"),
         )
+
+
+def test_stored_teacher_outputs_give_the_live_loss() -> None:
+    """Logits and feature map handed in with the batch (as stage teacher_outputs stores them)
+    give the loss the teacher computes on it, feature term included; and they are what the loss
+    reads: other logits or another map give another loss."""
+    torch.manual_seed(0)
+    teacher = build_model("resnet18", 10, 1, 8)
+    student = build_model("shufflenet_v2_x0_5", 10, 1, 8).eval()
+    settings = KDSettings(0.5, 4.0, 4.0, feature_weight=1.0, student_layer="conv5")
+    images, labels = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    with DistillationObjective(teacher, student, (1, 8, 8), settings) as objective:
+        live = objective(student, images, labels)
+        logits = teacher(images).detach()
+        features = objective.teacher_features.output.detach().clone()
+        assert torch.equal(objective(student, images, labels, logits, features), live)
+        assert objective(student, images, labels, 5 * torch.randn_like(logits), features) != live
+        assert objective(student, images, labels, logits, torch.zeros_like(features)) != live

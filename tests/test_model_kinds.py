@@ -32,7 +32,7 @@ from compress.steps.prune import prune
 from compress.steps.quantize import quantize
 from compress.steps.teacher_outputs import teacher_outputs
 from compress.train.distillation import distillation_dataset, load_teacher
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, forward_in_stage_batches
 
 BENCH = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3, intra_op_threads=2)
 AUGMENT = AugmentParams(crop_padding=1, horizontal_flip=False)
@@ -102,7 +102,7 @@ def test_onnx_teacher_is_measured_as_it_is_and_runs_the_whole_chain(
     teacher_outputs(params, AUGMENT, artifacts)  # ONNX Runtime's logits, once
     taught = distillation_dataset(info, AUGMENT, params, artifacts)
     items = [taught[(index, 5)] for index in range(len(taught))]  # view 5 of every image
-    onnx_logits = load_teacher(artifacts, params)(torch.stack([pixels for pixels, *_ in items]))
+    onnx_logits = forward_in_stage_batches(load_teacher(artifacts, params), items)
     assert torch.equal(torch.stack([logits for *_, logits in items]), onnx_logits)
     distilled = distill(params, AUGMENT, artifacts)["distilled"]
     from_torch = Artifacts(tmp_path / "torch_teacher")  # the same student from the torch teacher

@@ -496,6 +496,12 @@ def test_a_new_teacher_or_new_prepared_data_makes_the_teacher_outputs_stale(pipe
         path.unlink()
         path.write_bytes(original)
         assert {"changed deps": {dep: "modified"}} in status["teacher_outputs"], status
+    params_before = (repo / "params.yaml").read_text()
+    _edit_params(repo, lambda p: p["data"]["augment"].update(crop_padding=2))  # other views
+    status = json.loads(_dvc(repo, "status", "--json").stdout)
+    (repo / "params.yaml").write_text(params_before)
+    changed = [entry["changed deps"] for entry in status["teacher_outputs"]]
+    assert "data.augment.crop_padding" in str(changed), status
     assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
 
 

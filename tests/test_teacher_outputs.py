@@ -15,10 +15,11 @@ from compress.config.distill import DistillParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.data.loaders import SplitDataset, load_info, make_loader, training_dataset
-from compress.data.teacher_outputs import TaughtDataset, TeacherOutputsInfo, teaching_dataset
+from compress.data.teacher_outputs import TaughtDataset, TeachingViews, read_meta, teaching_dataset
 from compress.models.checkpoints import load_model
 from compress.steps.teacher_outputs import teacher_outputs
 from compress.train.distillation import distillation_dataset
+from tests.conftest import forward_in_stage_batches
 
 NO_FLIP = AugmentParams(crop_padding=1, horizontal_flip=False)
 
@@ -31,14 +32,13 @@ def _taught(artifacts: Artifacts, params: DistillParams | None = None) -> SplitD
 def test_stored_logits_are_the_teachers_forward_pass_on_each_view(
     baseline_artifacts: Artifacts,
 ) -> None:
-    """Bit for bit on the CPU, each of the 8 views of the whole train split in one batch."""
+    """Bit for bit on the CPU, for each of the 8 views of the whole train split."""
     teacher, _ = load_model(baseline_artifacts.teacher_pt)
     taught = _taught(baseline_artifacts)
     assert isinstance(taught, TaughtDataset) and taught.views == 8
     for view in range(taught.views):
         items = [taught[(index, view)] for index in range(len(taught))]
-        with torch.no_grad():
-            expected = teacher(torch.stack([pixels for pixels, *_ in items]))
+        expected = forward_in_stage_batches(teacher, items)
         assert torch.equal(torch.stack([logits for *_, logits in items]), expected), view
 
 
@@ -65,22 +65,30 @@ def test_views_off_or_no_augmentation(baseline_copy: Artifacts) -> None:
     teacher_outputs(DistillParams(teacher_views=None), NO_FLIP, baseline_copy)
     live = _taught(baseline_copy, DistillParams(teacher_views=None))
     assert not isinstance(live, TaughtDataset) and isinstance(live, SplitDataset)
+    with pytest.raises(PipelineError, match=r"views None where training asks for 8"):
+        _taught(baseline_copy)
     plain = AugmentParams(crop_padding=0, horizontal_flip=False)
     teacher_outputs(DistillParams(), plain, baseline_copy)
-    assert TeacherOutputsInfo.read(baseline_copy.teacher_outputs_dir).views == 1
+    assert read_meta(baseline_copy.teacher_outputs_dir)[0].views == 1
 
 
 def test_outputs_that_do_not_fit_are_named(baseline_copy: Artifacts) -> None:
-    meta_file = baseline_copy.teacher_outputs_dir / "meta.json"
-    meta = json.loads(meta_file.read_text())
-    meta_file.write_text(json.dumps(meta | {"count": meta["count"] - 1}))
+    """Made for other settings or another split, or missing: named before any training."""
+    directory = baseline_copy.teacher_outputs_dir
     info = load_info(baseline_copy.prepared_dir)
     train_set = training_dataset(info, 1, False, baseline_copy.prepared_dir)
+    wanted = TeachingViews.from_params(DistillParams(), NO_FLIP)
+    wider = AugmentParams(crop_padding=2, horizontal_flip=False)
+    with pytest.raises(PipelineError, match=r"crop_padding 1 where training asks for 2.*dvc rep"):
+        teaching_dataset(train_set, directory, TeachingViews.from_params(DistillParams(), wider))
+    feature_kd = DistillParams(feature={"weight": 0.5})
+    with pytest.raises(PipelineError, match=r"feature_layer None where training asks for 'layer4'"):
+        teaching_dataset(train_set, directory, TeachingViews.from_params(feature_kd, NO_FLIP))
+    meta_file = directory / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps(meta | {"count": meta["count"] - 1}))
     with pytest.raises(PipelineError, match=r"for \d+ train images.*dvc repro teacher_outputs"):
-        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=False)
-    meta_file.write_text(json.dumps(meta))
-    with pytest.raises(PipelineError, match=r"no teacher features.*dvc repro teacher_outputs"):
-        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=True)
+        teaching_dataset(train_set, directory, wanted)
     meta_file.unlink()
     with pytest.raises(PipelineError, match=r"meta.json' not found: run `dvc repro teacher_out"):
-        teaching_dataset(train_set, baseline_copy.teacher_outputs_dir, feature_kd=False)
+        teaching_dataset(train_set, directory, wanted)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
+from compress.config.data import AugmentParams
+from compress.config.distill import DistillParams
 from compress.core.errors import PipelineError
 from compress.data.loaders import SplitDataset
 from compress.data.shards import ShardReader
@@ -37,34 +38,50 @@ def view_seed(seed: int, index: int, view: int) -> int:
 
 
 def store_name(kind: str, view: int) -> str:
+    """The shard store of one kind of output for one view, e.g. `logits-view3`."""
     return f"{kind}-view{view}"
 
 
 @dataclass(frozen=True)
-class TeacherOutputsInfo:
-    """`meta.json` of the stored outputs. `views` is None when training runs the teacher live
-    (`distill.teacher_views: null`); `kinds` holds `features` only when feature KD is on."""
+class TeachingViews:
+    """What stored outputs are made for. Written beside them and compared with what training
+    asks for, so outputs made with other settings (a stage run by hand, `dvc repro -s`) are
+    refused instead of teaching the student on other pixels. `views` is None when training
+    runs the teacher live; `feature_layer` is the teacher layer stored for feature KD."""
 
     views: int | None
     seed: int
-    count: int
-    kinds: tuple[str, ...]
-
-    def write(self, directory: Path) -> None:
-        (directory / "meta.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+    crop_padding: int
+    horizontal_flip: bool
+    feature_layer: str | None
 
     @classmethod
-    def read(cls, directory: Path) -> TeacherOutputsInfo:
-        meta_file = directory / "meta.json"
-        if not meta_file.is_file():
-            raise PipelineError(f"'{meta_file}' not found: {REBUILD}.")
-        meta = json.loads(meta_file.read_text())
-        return cls(meta["views"], meta["seed"], meta["count"], tuple(meta["kinds"]))
+    def from_params(cls, distill: DistillParams, augment: AugmentParams) -> TeachingViews:
+        """Without augmentation every view is the image itself: one is enough."""
+        augmented = augment.crop_padding > 0 or augment.horizontal_flip
+        requested = distill.teacher_views
+        views = None if requested is None else (requested if augmented else 1)
+        feature_layer = distill.feature.teacher_layer if distill.feature.weight > 0 else None
+        return cls(
+            views, distill.seed, augment.crop_padding, augment.horizontal_flip, feature_layer
+        )
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (LOGITS, FEATURES) if self.feature_layer else (LOGITS,)
+
+    def write(self, directory: Path, count: int) -> None:
+        meta = {"settings": asdict(self), "count": count}
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def stored_views(requested: int | None, augment: v2.Transform | None) -> int | None:
-    """Without augmentation every view is the image itself: one is enough."""
-    return None if requested is None else (requested if augment is not None else 1)
+def read_meta(directory: Path) -> tuple[TeachingViews, int]:
+    """The settings the stored outputs were made with, and how many train images they cover."""
+    meta_file = directory / "meta.json"
+    if not meta_file.is_file():
+        raise PipelineError(f"'{meta_file}' not found: {REBUILD}.")
+    meta = json.loads(meta_file.read_text())
+    return TeachingViews(**meta["settings"]), int(meta["count"])
 
 
 class TaughtDataset(SplitDataset):
@@ -72,41 +89,45 @@ class TaughtDataset(SplitDataset):
     view they show: (pixels, label, logits[, features]). The sampler's per-image seed chooses
     the view, so the order and the views still follow the loader's seed alone."""
 
-    def __init__(
-        self,
-        base: SplitDataset,
-        directory: Path,
-        outputs: TeacherOutputsInfo,
-    ):
+    def __init__(self, base: SplitDataset, directory: Path, settings: TeachingViews):
         super().__init__(base.reader, base.info, base.augment)
-        self.views, self.seed, self.kinds = outputs.views, outputs.seed, outputs.kinds
+        self.views, self.seed, self.kinds = settings.views, settings.seed, settings.kinds
         self.stores = {
             (kind, view): ShardReader(directory, store_name(kind, view))
             for kind in self.kinds
             for view in range(self.views)
         }
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        index, seed = key if isinstance(key, tuple) else (key, 0)
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        index, seed = key  # from SeededSampler: every training item comes with its seed
         view = seed % self.views
         pixels, label = super().__getitem__((index, view_seed(self.seed, index, view)))
         stored = [np.array(self.stores[kind, view][index]) for kind in self.kinds]
         return pixels, label, *(torch.from_numpy(output) for output in stored)
 
 
-def teaching_dataset(train_set: SplitDataset, directory: Path, feature_kd: bool) -> SplitDataset:
+def teaching_dataset(
+    train_set: SplitDataset, directory: Path, wanted: TeachingViews
+) -> SplitDataset:
     """`train_set` with the stored teacher outputs beside every image, or as it is when the
     outputs are off (`distill.teacher_views: null`) and training runs the teacher live."""
-    outputs = TeacherOutputsInfo.read(directory)
-    if outputs.views is None:
-        return train_set
-    if outputs.count != len(train_set):
+    made, count = read_meta(directory)
+    differing = [
+        f"{name} {getattr(made, name)!r} where training asks for {getattr(wanted, name)!r}"
+        for name in TeachingViews.__dataclass_fields__
+        if getattr(made, name) != getattr(wanted, name)
+    ]
+    if differing:
         raise PipelineError(
-            f"'{directory}' holds the teacher's outputs for {outputs.count} train images, the "
+            f"'{directory}' holds teacher outputs made with other settings ("
+            f"{'; '.join(differing)}; from distill.teacher_views, distill.seed, data.augment and "
+            f"distill.feature): {REBUILD}."
+        )
+    if made.views is None:
+        return train_set
+    if count != len(train_set):
+        raise PipelineError(
+            f"'{directory}' holds the teacher's outputs for {count} train images, the "
             f"prepared train split has {len(train_set)}: {REBUILD}."
         )
-    if feature_kd and FEATURES not in outputs.kinds:
-        raise PipelineError(
-            f"distill.feature.weight is on but '{directory}' holds no teacher features: {REBUILD}."
-        )
-    return TaughtDataset(train_set, directory, outputs)
+    return TaughtDataset(train_set, directory, made)

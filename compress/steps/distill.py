@@ -26,6 +26,7 @@ from compress.data.loaders import (
     make_loader,
     training_dataset,
 )
+from compress.data.teacher_outputs import TeachingViews
 from compress.evaluation.quality import (
     classification_metrics,
     mean_kl_to_teacher,
@@ -85,6 +86,9 @@ def distill(
     metrics = {
         "student_arch": params.student,
         "student_start": start_of(params),
+        # stored views per image the student was taught on (None: fresh views, live teacher);
+        # the control always trains on fresh views
+        "teacher_views": TeachingViews.from_params(params, augment).views,
         "teacher": classification_metrics(teacher_logits, labels, info.classes)
         | dict(zip(("macs", "params"), macs_params(teacher, info.input_shape), strict=True))
         | {"size_bytes": {"onnx": artifacts.teacher_onnx.stat().st_size}},

@@ -18,81 +18,72 @@ from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import SplitDataset, load_info, training_dataset
 from compress.data.shards import ShardWriter
-from compress.data.teacher_outputs import (
-    FEATURES,
-    LOGITS,
-    TeacherOutputsInfo,
-    store_name,
-    stored_views,
-    view_seed,
-)
+from compress.data.teacher_outputs import FEATURES, LOGITS, TeachingViews, store_name, view_seed
 from compress.runtime.runners import EVAL_BATCH_SIZE
 from compress.train.distillation import load_teacher
+from compress.train.loop import CPU, Compute
 from compress.train.losses import FeatureCapture
 
 log = logging.getLogger(__name__)
 
 
-def teacher_outputs(params: DistillParams, augment: AugmentParams, artifacts: Artifacts) -> None:
+def teacher_outputs(
+    params: DistillParams, augment: AugmentParams, artifacts: Artifacts, compute: Compute = CPU
+) -> None:
+    """Every view of every train image through the teacher, on `compute.device`; with
+    `distill.teacher_views: null`, only the settings (training then runs the teacher live)."""
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
     )
-    views = stored_views(params.teacher_views, train_set.augment)
-    feature_kd = params.feature.weight > 0
-    kinds = (LOGITS, FEATURES) if feature_kd else (LOGITS,)
-    outputs = TeacherOutputsInfo(views, params.seed, len(train_set), kinds)
-    teacher = load_teacher(artifacts, params) if views is not None else None
+    settings = TeachingViews.from_params(params, augment)
+    teacher = load_teacher(artifacts, params).to(compute.device) if settings.views else None
 
     def build(folder: Path) -> None:
-        if teacher is not None:
-            layer = params.feature.teacher_layer if feature_kd else None
-            for view in range(views):
-                write_view(teacher, layer, train_set, params.seed, view, folder)
-                log.info(
-                    "Teacher outputs: view %d/%d of %d images", view + 1, views, len(train_set)
-                )
-        outputs.write(folder)
+        for view in range(settings.views or 0):
+            write_view(teacher, settings, train_set, view, folder, compute.device)
+            log.info(
+                "Teacher outputs: view %d/%d of %d images", view + 1, settings.views, len(train_set)
+            )
+        settings.write(folder, len(train_set))
 
     atomic.replace_dir(artifacts.teacher_outputs_dir, build)
-    if views is None:
+    if settings.views is None:
         log.info("distill.teacher_views is null: training runs the teacher on fresh views")
     else:
-        log.info("Stored %d view(s) in %.1f s", views, time.perf_counter() - started)
+        log.info("Stored %d view(s) in %.1f s", settings.views, time.perf_counter() - started)
 
 
 @torch.no_grad()
 def write_view(
     teacher: nn.Module,
-    feature_layer: str | None,
+    settings: TeachingViews,
     train_set: SplitDataset,
-    seed: int,
     view: int,
     folder: Path,
+    device: str,
 ) -> None:
     """One view of every train image, in split order, through the teacher in batches."""
-    capture = (
-        FeatureCapture(teacher, feature_layer, "distill.feature.teacher_layer")
-        if feature_layer
-        else None
-    )
+    layer = settings.feature_layer
+    capture = FeatureCapture(teacher, layer, "distill.feature.teacher_layer") if layer else None
     writers: dict[str, ShardWriter] = {}
-    for start in range(0, len(train_set), EVAL_BATCH_SIZE):
-        indices = range(start, min(start + EVAL_BATCH_SIZE, len(train_set)))
-        items = [train_set[(index, view_seed(seed, index, view))] for index in indices]
-        batch = {LOGITS: teacher(torch.stack([pixels for pixels, _ in items]))}
+    try:
+        for start in range(0, len(train_set), EVAL_BATCH_SIZE):
+            keys = range(start, min(start + EVAL_BATCH_SIZE, len(train_set)))
+            items = [train_set[(index, view_seed(settings.seed, index, view))] for index in keys]
+            batch = {LOGITS: teacher(torch.stack([pixels for pixels, _ in items]).to(device))}
+            if capture is not None:
+                batch[FEATURES] = capture.output
+            for kind, outputs in batch.items():
+                stored = outputs.cpu().numpy().astype(np.float32)
+                if kind not in writers:
+                    name = store_name(kind, view)
+                    writers[kind] = ShardWriter(folder, name, "float32", stored.shape[1:])
+                for output, (_, label) in zip(stored, items, strict=True):
+                    writers[kind].add(output, int(label))
+    finally:
         if capture is not None:
-            batch[FEATURES] = capture.output
-        for kind, outputs in batch.items():
-            stored = outputs.numpy().astype(np.float32)
-            if kind not in writers:
-                writers[kind] = ShardWriter(
-                    folder, store_name(kind, view), "float32", stored.shape[1:]
-                )
-            for output, (_, label) in zip(stored, items, strict=True):
-                writers[kind].add(output, int(label))
+            capture.remove()
     for writer in writers.values():
         writer.close()
-    if capture is not None:
-        capture.remove()

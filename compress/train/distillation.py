@@ -11,7 +11,7 @@ from compress.config.distill import TEACHER_STUDENT, DistillParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.data.loaders import DatasetInfo, SplitDataset, training_dataset
-from compress.data.teacher_outputs import teaching_dataset
+from compress.data.teacher_outputs import TeachingViews, teaching_dataset
 from compress.models.checkpoints import model_from_payload, read_checkpoint
 from compress.models.onnx_teacher import ONNX_TEACHER, OnnxTeacher
 from compress.train.loop import Schedule
@@ -37,7 +37,8 @@ def distillation_dataset(
     train_set = training_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
     )
-    return teaching_dataset(train_set, artifacts.teacher_outputs_dir, params.feature.weight > 0)
+    wanted = TeachingViews.from_params(params, augment)
+    return teaching_dataset(train_set, artifacts.teacher_outputs_dir, wanted)
 
 
 def refuse_torch_only_options(params: DistillParams) -> None:
