@@ -90,12 +90,25 @@ def smallest_resolvable_drop(images: int, confidence: float) -> float:
 
 def images_needed(interval: dict, max_drop: float) -> int | None:
     """Test images needed for this candidate's one-sided upper bound to fall within `max_drop`
-    if its drop and discordance rates held (normal approximation); None when the drop itself
-    exceeds `max_drop`, since no test split can then pass it."""
+    if its drop and discordance rates held: the same Tango bound as the interval, with the
+    discordant counts growing with the split (a normal approximation would promise a pass the
+    score bound does not give at a handful of discordant images). None when the drop itself
+    reaches `max_drop`, since no test split can then pass it."""
     n, drop = interval["images"], interval["drop"]
     if drop >= max_drop:
         return None
-    rate = (interval["only_reference_right"] + interval["only_candidate_right"]) / n
-    variance = rate - drop**2
-    z = norm.ppf(interval["confidence"])
-    return max(n, math.ceil(z**2 * variance / (max_drop - drop) ** 2))
+    quantile = norm.ppf(interval["confidence"])
+    reference_rate = interval["only_reference_right"] / n
+    candidate_rate = interval["only_candidate_right"] / n
+
+    def passes(images: int) -> bool:
+        b, c = reference_rate * images, candidate_rate * images
+        return tango_bound(b, c, images, quantile, upper=True) <= max_drop + EDGE
+
+    failing, passing = n - 1, n
+    while not passes(passing):  # the bound shrinks as the split grows: double, then halve
+        failing, passing = passing, passing * 2
+    while passing - failing > 1:
+        middle = (failing + passing) // 2
+        failing, passing = (failing, middle) if passes(middle) else (middle, passing)
+    return passing
