@@ -123,16 +123,19 @@ def requeue(study: optuna.Study, trial: optuna.Trial, run_id: str | None, why: s
 
 
 def in_flight(study: optuna.Study, search: SearchParams) -> None:
-    """Trials a killed search left running: a flow run that finished meanwhile is collected,
-    one still pending or orphaned is queued again."""
+    """Trials a killed search left running: a flow run that completed meanwhile is collected;
+    one still pending, orphaned, or ended otherwise (the kill that stopped the search takes its
+    workers and their flow runs along: CRASHED, FAILED) is queued again, so it does not count
+    against max_trials as a failed recipe."""
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         trial = optuna.Trial(study, frozen._trial_id)
         run_id = frozen.user_attrs.get("flow_run_id")
         done, state = flow_run(run_id) if run_id else (False, "NOT SUBMITTED")
-        if done:
+        if done and state == "COMPLETED":
             finish(study, trial, state, search)
-        else:
-            requeue(study, trial, run_id, f"was cut off ({state})")
+            get_run_logger().info("Trial %d completed while the search was down", trial.number)
+        else:  # a run that ended needs no cancelling
+            requeue(study, trial, None if done else run_id, f"was cut off ({state})")
 
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
