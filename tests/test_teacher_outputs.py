@@ -73,22 +73,37 @@ def test_views_off_or_no_augmentation(baseline_copy: Artifacts) -> None:
 
 
 def test_outputs_that_do_not_fit_are_named(baseline_copy: Artifacts) -> None:
-    """Made for other settings or another split, or missing: named before any training."""
+    """Made for other settings, another split or another teacher, or missing: named before
+    any training."""
     directory = baseline_copy.teacher_outputs_dir
     info = load_info(baseline_copy.prepared_dir)
     train_set = training_dataset(info, 1, False, baseline_copy.prepared_dir)
     wanted = TeachingViews.from_params(DistillParams(), NO_FLIP)
     wider = AugmentParams(crop_padding=2, horizontal_flip=False)
     with pytest.raises(PipelineError, match=r"crop_padding 1 where training asks for 2.*dvc rep"):
-        teaching_dataset(train_set, directory, TeachingViews.from_params(DistillParams(), wider))
+        teaching_dataset(
+            train_set, baseline_copy, TeachingViews.from_params(DistillParams(), wider)
+        )
     feature_kd = DistillParams(feature={"weight": 0.5})
     with pytest.raises(PipelineError, match=r"feature_layer None where training asks for 'layer4'"):
-        teaching_dataset(train_set, directory, TeachingViews.from_params(feature_kd, NO_FLIP))
+        teaching_dataset(train_set, baseline_copy, TeachingViews.from_params(feature_kd, NO_FLIP))
+    assert isinstance(teaching_dataset(train_set, baseline_copy, wanted), TaughtDataset)
+    rows = baseline_copy.prepared_dir / "train.rows.csv"
+    original_rows = rows.read_text()
+    first, second, *rest = original_rows.splitlines(keepends=True)
+    rows.write_text("".join([first, *rest, second]))  # same images, another order
+    with pytest.raises(PipelineError, match=r"before data/prepared/train.rows.csv changed"):
+        teaching_dataset(train_set, baseline_copy, wanted)
+    rows.write_text(original_rows)
+    teacher_file = baseline_copy.teacher_pt
+    teacher_file.write_bytes(teacher_file.read_bytes() + b"\0")  # another teacher, same size
+    with pytest.raises(PipelineError, match=r"before models/teacher.pt changed.*dvc repro teacher"):
+        teaching_dataset(train_set, baseline_copy, wanted)
     meta_file = directory / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps(meta | {"count": meta["count"] - 1}))
     with pytest.raises(PipelineError, match=r"for \d+ train images.*dvc repro teacher_outputs"):
-        teaching_dataset(train_set, directory, wanted)
+        teaching_dataset(train_set, baseline_copy, wanted)
     meta_file.unlink()
     with pytest.raises(PipelineError, match=r"meta.json' not found: run `dvc repro teacher_out"):
-        teaching_dataset(train_set, directory, wanted)
+        teaching_dataset(train_set, baseline_copy, wanted)

@@ -7,7 +7,7 @@ A view is one seeded augmentation of an image: view `v` of image `i` is drawn fr
 epoch, a training loader picks one of the stored views per image from its own seeded draw
 (consistent teaching: the student sees exactly the view it is taught on). Outputs are shards
 like the prepared splits, one store per kind and view (`logits-view3`, `features-view3`), with
-`meta.json` saying how many views and which kinds.
+`meta.json` saying how many views, which kinds, and which teacher and train split they came from.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 
 from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams
+from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.data.loaders import SplitDataset
 from compress.data.shards import ShardReader
@@ -70,18 +71,32 @@ class TeachingViews:
     def kinds(self) -> tuple[str, ...]:
         return (LOGITS, FEATURES) if self.feature_layer else (LOGITS,)
 
-    def write(self, directory: Path, count: int) -> None:
-        meta = {"settings": asdict(self), "count": count}
+    def write(self, directory: Path, count: int, sources: dict[str, str]) -> None:
+        meta = {"settings": asdict(self), "count": count, "sources": sources}
         (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def read_meta(directory: Path) -> tuple[TeachingViews, int]:
-    """The settings the stored outputs were made with, and how many train images they cover."""
+def source_digests(artifacts: Artifacts) -> dict[str, str]:
+    """SHA-256 of what the outputs are computed from: the teacher's files and the train split's
+    image hashes in order. DVC reruns the stage when they change; these catch a store left
+    from before when a stage runs by hand or with `dvc repro -s`."""
+    rows = artifacts.prepared_dir / "train.rows.csv"
+    sources = (artifacts.teacher_pt, artifacts.teacher_onnx, rows)
+    return {
+        artifacts.relative(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sources
+        if path.is_file()
+    }
+
+
+def read_meta(directory: Path) -> tuple[TeachingViews, int, dict[str, str]]:
+    """The settings the stored outputs were made with, how many train images they cover, and
+    the digests of the files they were computed from."""
     meta_file = directory / "meta.json"
     if not meta_file.is_file():
         raise PipelineError(f"'{meta_file}' not found: {REBUILD}.")
     meta = json.loads(meta_file.read_text())
-    return TeachingViews(**meta["settings"]), int(meta["count"])
+    return TeachingViews(**meta["settings"]), int(meta["count"]), meta.get("sources", {})
 
 
 class TaughtDataset(SplitDataset):
@@ -107,11 +122,12 @@ class TaughtDataset(SplitDataset):
 
 
 def teaching_dataset(
-    train_set: SplitDataset, directory: Path, wanted: TeachingViews
+    train_set: SplitDataset, artifacts: Artifacts, wanted: TeachingViews
 ) -> SplitDataset:
     """`train_set` with the stored teacher outputs beside every image, or as it is when the
     outputs are off (`distill.teacher_views: null`) and training runs the teacher live."""
-    made, count = read_meta(directory)
+    directory = artifacts.teacher_outputs_dir
+    made, count, sources = read_meta(directory)
     differing = [
         f"{name} {getattr(made, name)!r} where training asks for {getattr(wanted, name)!r}"
         for name in TeachingViews.__dataclass_fields__
@@ -129,5 +145,13 @@ def teaching_dataset(
         raise PipelineError(
             f"'{directory}' holds the teacher's outputs for {count} train images, the "
             f"prepared train split has {len(train_set)}: {REBUILD}."
+        )
+    changed = [
+        path for path, digest in source_digests(artifacts).items() if sources.get(path) != digest
+    ]
+    if changed:
+        raise PipelineError(
+            f"'{directory}' holds teacher outputs computed before {', '.join(changed)} changed "
+            f"(another teacher or train split): {REBUILD}."
         )
     return TaughtDataset(train_set, directory, made)

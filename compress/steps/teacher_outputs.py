@@ -18,7 +18,14 @@ from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import SplitDataset, load_info, training_dataset
 from compress.data.shards import ShardWriter
-from compress.data.teacher_outputs import FEATURES, LOGITS, TeachingViews, store_name, view_seed
+from compress.data.teacher_outputs import (
+    FEATURES,
+    LOGITS,
+    TeachingViews,
+    source_digests,
+    store_name,
+    view_seed,
+)
 from compress.runtime.runners import EVAL_BATCH_SIZE
 from compress.train.distillation import load_teacher
 from compress.train.loop import CPU, Compute
@@ -46,7 +53,7 @@ def teacher_outputs(
             log.info(
                 "Teacher outputs: view %d/%d of %d images", view + 1, settings.views, len(train_set)
             )
-        settings.write(folder, len(train_set))
+        settings.write(folder, len(train_set), source_digests(artifacts))
 
     atomic.replace_dir(artifacts.teacher_outputs_dir, build)
     if settings.views is None:

@@ -38,7 +38,7 @@ def distillation_dataset(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
     )
     wanted = TeachingViews.from_params(params, augment)
-    return teaching_dataset(train_set, artifacts.teacher_outputs_dir, wanted)
+    return teaching_dataset(train_set, artifacts, wanted)
 
 
 def refuse_torch_only_options(params: DistillParams) -> None:
