@@ -62,7 +62,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=ROOT.parent) as scratch:
         runs = {rev: clean_repro(rev, Path(scratch)) for rev in (args.before, args.after)}
-    names = list(dict.fromkeys(name for stages, _, _ in runs.values() for name in stages))
+    # in the order the later commit runs them; stages only the earlier one has come last
+    ordered = reversed(list(runs.values()))
+    names = list(dict.fromkeys(name for stages, _, _ in ordered for name in stages))
     print(f"| stage | {' | '.join(runs)} |")
     print(f"|---|{'---|' * len(runs)}")
     for name in names:
