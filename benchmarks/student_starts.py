@@ -1,8 +1,8 @@
 """Where the student starts, compared on the workspace's prepared data and teacher: from scratch
 and warm from a weights file with the same distillation epochs, and cut from the teacher with
 its own (by default half: does the cut student get there in half the time?). Prints test
-accuracy, MACs, parameters and distill wall time of each, measured one after the other in this
-process (run `dvc repro baseline` first).
+accuracy, MACs, parameters and the wall time of teacher_outputs + distill of each, measured one
+after the other in this process (run `dvc repro baseline` first).
 
 The warm-start file stands for the weights a team already has for the student architecture:
 without a download, the script makes one by training that architecture on another task (the
@@ -31,6 +31,7 @@ from compress.core.artifacts import Artifacts
 from compress.data.loaders import load_info, load_split, make_loader, normalize_tensor
 from compress.models.builders import build_model
 from compress.steps.distill import distill
+from compress.steps.teacher_outputs import teacher_outputs
 from compress.train.loop import Schedule, cross_entropy_objective, fit, seed_everything
 
 
@@ -52,13 +53,15 @@ def parity_weights(student: str, epochs: int, prepared: Path, out: Path) -> Path
 
 
 def run(params: DistillParams, source: Artifacts, workdir: Path) -> dict:
-    """One distill step in a fresh folder holding copies of the prepared data and teacher
-    (its checkpoint and its ONNX file, which the metrics measure the student against)."""
+    """The teacher_outputs and distill steps in a fresh folder holding copies of the prepared
+    data and teacher (its checkpoint and its ONNX file, which the metrics measure the student
+    against); the seconds are both steps'."""
     artifacts = Artifacts(workdir)
     shutil.copytree(source.prepared_dir, artifacts.prepared_dir)
     shutil.copy(source.teacher_pt, artifacts.teacher_pt)
     shutil.copy(source.teacher_onnx, artifacts.teacher_onnx)
     started = time.perf_counter()
+    teacher_outputs(params, AugmentParams(), artifacts)
     metrics = distill(params, AugmentParams(), artifacts)
     return metrics["distilled"] | {"wall_seconds": time.perf_counter() - started}
 
@@ -97,7 +100,9 @@ def main() -> None:
                 update={"student": "teacher", "init_ratio": args.init_ratio, "epochs": cut_epochs}
             ),
         }
-        print("| student start | test accuracy | MACs | params | distill wall s |")
+        print(
+            "| student start | test accuracy | MACs | params | teacher_outputs + distill wall s |"
+        )
         print("|---|---|---|---|---|")
         for index, (label, params) in enumerate(starts.items()):
             workdir = root / f"run{index}"

@@ -96,11 +96,19 @@ def test_outputs_that_do_not_fit_are_named(baseline_copy: Artifacts) -> None:
         teaching_dataset(train_set, baseline_copy, wanted)
     rows.write_text(original_rows)
     teacher_file = baseline_copy.teacher_pt
-    teacher_file.write_bytes(teacher_file.read_bytes() + b"\0")  # another teacher, same size
+    teacher_file.write_bytes(teacher_file.read_bytes() + b"\0")  # another teacher
     with pytest.raises(PipelineError, match=r"before models/teacher.pt changed.*dvc repro teacher"):
+        teaching_dataset(train_set, baseline_copy, wanted)
+    baseline_copy.teacher_onnx.unlink()  # a file the store was computed from, gone
+    with pytest.raises(PipelineError, match=r"before models/teacher.onnx, models/teacher.pt chan"):
         teaching_dataset(train_set, baseline_copy, wanted)
     meta_file = directory / "meta.json"
     meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({key: meta[key] for key in ("settings", "count")}))
+    with pytest.raises(
+        PipelineError, match=r"records no teacher or train split.*dvc repro teacher"
+    ):
+        teaching_dataset(train_set, baseline_copy, wanted)
     meta_file.write_text(json.dumps(meta | {"count": meta["count"] - 1}))
     with pytest.raises(PipelineError, match=r"for \d+ train images.*dvc repro teacher_outputs"):
         teaching_dataset(train_set, baseline_copy, wanted)

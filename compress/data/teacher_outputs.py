@@ -82,11 +82,13 @@ def source_digests(artifacts: Artifacts) -> dict[str, str]:
     from before when a stage runs by hand or with `dvc repro -s`."""
     rows = artifacts.prepared_dir / "train.rows.csv"
     sources = (artifacts.teacher_pt, artifacts.teacher_onnx, rows)
-    return {
-        artifacts.relative(path): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sources
-        if path.is_file()
-    }
+    return {artifacts.relative(path): file_sha256(path) for path in sources if path.is_file()}
+
+
+def file_sha256(path: Path) -> str:
+    """Read in chunks: a teacher may be gigabytes."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def read_meta(directory: Path) -> tuple[TeachingViews, int, dict[str, str]]:
@@ -146,12 +148,24 @@ def teaching_dataset(
             f"'{directory}' holds the teacher's outputs for {count} train images, the "
             f"prepared train split has {len(train_set)}: {REBUILD}."
         )
+    check_sources(directory, sources, source_digests(artifacts))
+    return TaughtDataset(train_set, directory, made)
+
+
+def check_sources(directory: Path, made_from: dict[str, str], now: dict[str, str]) -> None:
+    """The store must come from the teacher files and train split there are now."""
+    if not made_from:
+        raise PipelineError(
+            f"'{directory}' records no teacher or train split it was computed from (made by an "
+            f"older version of the stage): {REBUILD}."
+        )
     changed = [
-        path for path, digest in source_digests(artifacts).items() if sources.get(path) != digest
+        path
+        for path in sorted(made_from.keys() | now.keys())
+        if made_from.get(path) != now.get(path)
     ]
     if changed:
         raise PipelineError(
             f"'{directory}' holds teacher outputs computed before {', '.join(changed)} changed "
-            f"(another teacher or train split): {REBUILD}."
+            f"(another teacher or train split, or a file added or removed): {REBUILD}."
         )
-    return TaughtDataset(train_set, directory, made)

@@ -45,6 +45,7 @@ def teacher_outputs(
         info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
     )
     settings = TeachingViews.from_params(params, augment)
+    sources = source_digests(artifacts)  # before loading: what the outputs are computed from
     teacher = load_teacher(artifacts, params).to(compute.device) if settings.views else None
 
     def build(folder: Path) -> None:
@@ -53,7 +54,7 @@ def teacher_outputs(
             log.info(
                 "Teacher outputs: view %d/%d of %d images", view + 1, settings.views, len(train_set)
             )
-        settings.write(folder, len(train_set), source_digests(artifacts))
+        settings.write(folder, len(train_set), sources)
 
     atomic.replace_dir(artifacts.teacher_outputs_dir, build)
     if settings.views is None:
