@@ -11,12 +11,11 @@ from prefect import task
 
 from compress.config.evaluate import EvaluateParams
 from compress.config.params import Params
-from compress.core.artifacts import Artifacts
+from compress.core.artifacts import Artifacts, file_digest
 from compress.data.loaders import eval_loader, load_info, split_hashes
 from compress.evaluation.benchmark import compare_onnx_latency
 from compress.evaluation.inference import split_logits
 from compress.evaluation.promotion import promotion_decision
-from compress.evaluation.shipping import file_md5
 from compress.evaluation.uncertainty import paired_drop_interval
 from compress.registry.versions import stage_holder
 from compress.runtime.runners import onnxruntime_runner
@@ -107,7 +106,7 @@ def measure_side_by_side(
             ),
             "size_bytes": path.stat().st_size,
             "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
-            "md5": file_md5(path),
+            "md5": file_digest(path, "md5"),
         }
         for name, path in models.items()
     }
@@ -124,7 +123,9 @@ def compare(
     """Keep when the new shipped model is production's file; otherwise measure both on the
     current test images production never trained on and let the promotion rule decide."""
     models = {"new": Artifacts(root).shipped_onnx}
-    if production is not None and file_md5(production["path"]) == file_md5(models["new"]):
+    if production is not None and file_digest(production["path"], "md5") == file_digest(
+        models["new"], "md5"
+    ):
         return {
             "action": "kept",
             "clause": "unchanged",

@@ -5,6 +5,8 @@ flow points the whole pipeline at another folder without changing directory."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,12 @@ class Artifacts:
         """A path as the metrics record it: relative to the root when inside it."""
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
 
+    def digests(self, paths: Iterable[Path], algorithm: str) -> dict[str, str]:
+        """The digest of each of `paths` that exists, by its path as the metrics record it."""
+        return {
+            self.relative(path): file_digest(path, algorithm) for path in paths if path.is_file()
+        }
+
     def candidates(self) -> dict[str, Path]:
         """The models every evaluation compares, the fp32 teacher (the reference) first."""
         return {
@@ -133,3 +141,9 @@ class Artifacts:
             "pruned": self.pruned_onnx,
             "quantized": self.quantized_onnx,
         }
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks: a teacher may be gigabytes."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, algorithm).hexdigest()

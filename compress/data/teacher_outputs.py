@@ -82,13 +82,7 @@ def source_digests(artifacts: Artifacts) -> dict[str, str]:
     from before when a stage runs by hand or with `dvc repro -s`."""
     rows = artifacts.prepared_dir / "train.rows.csv"
     sources = (artifacts.teacher_pt, artifacts.teacher_onnx, rows)
-    return {artifacts.relative(path): file_sha256(path) for path in sources if path.is_file()}
-
-
-def file_sha256(path: Path) -> str:
-    """Read in chunks: a teacher may be gigabytes."""
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+    return artifacts.digests(sources, "sha256")
 
 
 def read_meta(directory: Path) -> tuple[TeachingViews, int, dict[str, str]]:

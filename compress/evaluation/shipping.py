@@ -3,7 +3,6 @@ OpenVINO IR, and models/shipped.json written last as the manifest of the shipped
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from dataclasses import asdict, replace
@@ -13,7 +12,7 @@ import onnx
 
 from compress.config.evaluate import EvaluateParams
 from compress.core import atomic
-from compress.core.artifacts import Artifacts
+from compress.core.artifacts import Artifacts, file_digest
 from compress.core.errors import PipelineError
 from compress.core.lock import lock_hashes
 from compress.data.loaders import DatasetInfo
@@ -33,7 +32,7 @@ def provenance(artifacts: Artifacts) -> dict:
     lock = artifacts.dvc_lock.read_text() if artifacts.dvc_lock.is_file() else None
     data_hash = lock_hashes(lock, "prepare").get(str(Artifacts.outs()["prepared_dir"]))
     return {
-        "params_sha256": hashlib.sha256(artifacts.params_file.read_bytes()).hexdigest(),
+        "params_sha256": file_digest(artifacts.params_file, "sha256"),
         "git_commit": commit or None,
         "data_md5": data_hash,
     }
@@ -83,15 +82,11 @@ def ship(
     )
 
 
-def file_md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def shipped_files(artifacts: Artifacts) -> dict[str, str]:
     """md5 of the shipped model and its OpenVINO IR files, by path in the repository."""
     folder = artifacts.openvino_dir
     paths = [artifacts.shipped_onnx, *(sorted(folder.iterdir()) if folder.is_dir() else [])]
-    return {artifacts.relative(path): file_md5(path) for path in paths if path.is_file()}
+    return artifacts.digests(paths, "md5")
 
 
 def check_shipped(artifacts: Artifacts) -> dict:
