@@ -4,10 +4,15 @@ production when none comes in time."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from prefect import get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
 from compress.config.registry import RegistryParams
@@ -32,6 +37,39 @@ def needs_approval(decision: dict, settings: RegistryParams) -> bool:
     )
 
 
+def announce_approval_route(settings: RegistryParams) -> None:
+    """Before any work: when the cycle may pause for a person and no Prefect server is set
+    (`PREFECT_API_URL`), it runs on a temporary server that lives only as long as this
+    process; say so, and how to run it where the UI can reach it."""
+    if settings.approval == "never" or PREFECT_API_URL.value():
+        return
+    get_run_logger().warning(
+        "registry.approval is '%s' and PREFECT_API_URL is not set: this cycle runs on a "
+        "temporary Prefect server that stops with this process. If it pauses for approval, "
+        "it prints the exact `compress approve` command (with the server's address) to run "
+        "from another terminal while it waits. For the Prefect UI and a server that outlives "
+        "the cycle, run `prefect server start` in another terminal and `export "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api` here first.",
+        settings.approval,
+    )
+
+
+def approval_instructions(timeout_s: int) -> str:
+    """The exact commands that answer this paused run, with the API address they must reach,
+    and when the wait expires."""
+    with get_client(sync_client=True) as client:
+        api = str(client.api_url).rstrip("/")
+    expires = datetime.now(UTC) + timedelta(seconds=timeout_s)
+    command = f"PREFECT_API_URL={api} compress approve {flow_run.id}"
+    return (
+        f"Waiting for approval until {expires.isoformat(timespec='seconds')} "
+        f"(registry.approval_timeout_hours; then production stays). From another terminal:\n"
+        f"  approve: {command} --approver NAME --reason TEXT\n"
+        f"  reject:  {command} --reject --approver NAME --reason TEXT\n"
+        f"or in the Prefect UI at {api.removesuffix('/api')}"
+    )
+
+
 def ask_for_approval(decision: dict, settings: RegistryParams) -> dict:
     """Pause the cycle until a person approves or rejects in the Prefect UI or with
     `compress approve <flow-run-id>`, showing the policy's decision; no answer within
@@ -39,11 +77,11 @@ def ask_for_approval(decision: dict, settings: RegistryParams) -> dict:
     timeout = max(1, round(settings.approval_timeout_hours * 3600))
     recommended = decision["action"]
     publish_decision(decision, key="model-update-approval", title="Approval asked")
-    get_run_logger().info(
-        "Waiting up to %d s for approval (the policy says %s: %s)",
-        timeout,
+    get_run_logger().warning(
+        "The policy says %s: %s\n%s",
         recommended,
         decision["reason"],
+        approval_instructions(timeout),
     )
     try:
         answer = pause_flow_run(

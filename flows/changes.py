@@ -6,31 +6,17 @@ params diff is `dvc params diff`; the code is the commits and the changed files.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from compress.core.artifacts import Artifacts
+from compress.core.gitrepo import git, read_at
 from compress.core.lock import lock_hashes
 from compress.data.loaders import split_hashes
 from flows.compress import run_dvc
 
 CODE_PATHS = ("compress", "stages", "flows", "dvc.yaml", "pyproject.toml", "constraints.txt")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def read_at(repo: Path, commit: str, relative: Path) -> str | None:
-    """A git-tracked file as it was at `commit`; None when it did not exist there."""
-    shown = subprocess.run(
-        ["git", "show", f"{commit}:{relative.as_posix()}"], cwd=repo, capture_output=True, text=True
-    )
-    return shown.stdout if shown.returncode == 0 else None
 
 
 def tracked_inputs(repo: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact
 
 from compress.core.artifacts import Artifacts
-from compress.registry.versions import append_decision
+from compress.registry.log import append_decision
 
 
 def _share(value: float | None) -> str:

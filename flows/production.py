@@ -13,12 +13,12 @@ from compress.config.evaluate import EvaluateParams
 from compress.config.params import Params
 from compress.core.artifacts import Artifacts, file_digest
 from compress.data.loaders import eval_loader, load_info, split_hashes
-from compress.evaluation.benchmark import compare_onnx_latency
+from compress.evaluation.benchmark import compare_latency
 from compress.evaluation.inference import split_logits
 from compress.evaluation.promotion import promotion_decision
 from compress.evaluation.uncertainty import paired_drop_interval
 from compress.registry.versions import stage_holder
-from compress.runtime.runners import onnxruntime_runner
+from compress.runtime.runners import load_runner, onnxruntime_runner
 from flows.compress import StageFailed, run_dvc
 
 SPLITS = ("train", "calibration", "val", "test")
@@ -85,14 +85,18 @@ def measure_side_by_side(
     confidence: float,
 ) -> dict[str, dict]:
     """Accuracy on the current test images production never trained on (and on the new ones
-    among them), size and ORT latency at batch 1 (interleaved), for both models in this one
-    process; the new model's drop against production on those images with its paired
-    interval."""
+    among them), size and latency at batch 1 in `evaluate.target_runtime` (interleaved rounds,
+    each round's median kept: the budgets and the `fastest` objective read them), for both
+    models in this one process; the new model's drop against production on those images with
+    its paired interval."""
     prepared = Artifacts(repo).prepared_dir
     info = load_info(prepared)
     threads = evaluation.intra_op_threads
-    latency = compare_onnx_latency(
-        models, info.input_shape, [1], 5, evaluation.timed_runs, threads, 3
+    target = {
+        name: load_runner(evaluation.target_runtime, path, threads) for name, path in models.items()
+    }
+    latency = compare_latency(
+        target, info.input_shape, [1], 5, evaluation.timed_runs, 5, with_rounds=True
     )
     runners = {name: onnxruntime_runner(path, threads) for name, path in models.items()}
     logits, labels = split_logits(runners, eval_loader("test", info, prepared))
@@ -105,7 +109,8 @@ def measure_side_by_side(
                 float((logits[name].argmax(axis=1) == labels)[new].mean()) if new.any() else None
             ),
             "size_bytes": path.stat().st_size,
-            "latency": {"batch_1": {"p50_ms": latency[name]["batch_1"]["p50_ms"]}},
+            "latency": {"batch_1": latency[name]["batch_1"]},
+            "latency_runtime": evaluation.target_runtime,
             "md5": file_digest(path, "md5"),
         }
         for name, path in models.items()

@@ -1,23 +1,27 @@
-"""Promotion through the registry: refuse a work tree with uncommitted code or params, commit
-only the pipeline's records, register a GTO version and assign the stage, push the outs."""
+"""Promotion through the registry, in an order that never lets the registry name a model the
+remote lacks: refuse a work tree with uncommitted code or params before any work; at promotion,
+refuse when HEAD moved since the cycle started (an approval pause is long); push the outs to
+the DVC remote; commit exactly the pipeline's records, the decision line included; register
+the GTO version and move the stage to it, its only holder. A failing step undoes the commit
+and the tags, so the registry is as it was."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import gto.api
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from compress.config.registry import RegistryParams
+from compress.core import atomic
 from compress.core.artifacts import Artifacts
+from compress.core.errors import error_from_output
+from compress.core.gitrepo import git
+from compress.registry.log import append_decision
 from compress.registry.model_card import write_model_card
-from compress.registry.versions import next_version
-from flows.changes import (
-    CODE_PATHS,
-    git,
-    tracked_inputs,
-)
+from compress.registry.versions import move_stage, next_version, tags_undone_on_failure
+from flows.changes import CODE_PATHS, tracked_inputs
 from flows.compress import StageFailed, run_dvc
 
 
@@ -52,39 +56,83 @@ def pipeline_files(repo: Path) -> list[str]:
     return [str(path.relative_to(repo)) for path in paths if path.exists()]
 
 
+def push_outs(repo: Path, settings: RegistryParams) -> None:
+    """`dvc push` to the default remote (when `registry.push` and a remote is set), before
+    anything names the model; a failure raises the error its output names (errno table)."""
+    if not settings.push or not run_dvc(repo, "remote", "default").stdout.strip():
+        return
+    pushed = run_dvc(repo, "push")
+    if pushed.returncode != 0:
+        raise error_from_output(
+            "dvc push",
+            pushed.stderr or pushed.stdout,
+            "Nothing was promoted: the registry is unchanged. Fix the remote (space, "
+            "permissions, reachability), then run the cycle again.",
+        )
+
+
+def commit_pipeline_files(repo: Path, message: str) -> str:
+    """Commit the pipeline files alone (`--only`): whatever else a person staged stays staged
+    and out of the promotion commit."""
+    files = pipeline_files(repo)
+    git(repo, "add", "--", *files)
+    git(repo, "commit", "--only", "--allow-empty", "-m", message, "--", *files)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def head_moved(repo: Path, code_commit: str) -> dict | None:
+    """A refusal when HEAD is no longer the commit the cycle started from (someone committed
+    during the approval pause): the model's provenance would be false."""
+    head = git(repo, "rev-parse", "HEAD")
+    if head == code_commit:
+        return None
+    return {
+        "action": "kept",
+        "clause": "head_moved",
+        "reason": f"promotion refused: HEAD moved from {code_commit[:8]} (the cycle's start) to "
+        f"{head[:8]} while the cycle ran; the model was made from {code_commit[:8]}. Run the "
+        "cycle again from the new HEAD.",
+    }
+
+
 @task
-def promote(
-    repo: Path, settings: RegistryParams, figures: dict, changes: dict | None
-) -> dict[str, str]:
-    """Write the version's model card, commit only what produced the model
-    (`pipeline_files`), register the GTO version on that commit, assign the stage, push the
-    outs to the DVC remote. The shipped model's metadata names the code commit it was made
-    from; the version tag points at the promotion commit, which adds the pipeline's records
-    (and the card) on top of it."""
-    code_commit = git(repo, "rev-parse", "HEAD")
+def promote(repo: Path, settings: RegistryParams, decision: dict) -> dict:
+    """Promote the cycle's new model (`decision`, which holds `code_commit`, the commit the
+    cycle started from) in a safe order: push, card, decision line, commit, version tag, stage.
+    Returns the decision as logged plus the promotion commit; a refusal (HEAD moved) returns
+    a keep, for the cycle to record. A failing step leaves git and the registry as they were
+    and raises."""
+    code_commit = decision["code_commit"]
+    refusal = head_moved(repo, code_commit)
+    if refusal:
+        return decision | refusal
+    push_outs(repo, settings)
     version = next_version(repo, settings.artifact)
-    card = write_model_card(Artifacts(repo), version, changes)
+    logged = decision | {"version": version, "version_tag": f"{settings.artifact}@{version}"}
+    log = Artifacts(repo).decisions_log
+    log_before = log.read_text() if log.exists() else None
+    card = write_model_card(Artifacts(repo), version, decision["changes"])
+    append_decision(log, logged)
+    new = decision["figures"]["new"]
+    try:
+        with tags_undone_on_failure(repo):
+            commit = commit_pipeline_files(
+                repo,
+                f"model-update: promote {settings.artifact} {version} (accuracy "
+                f"{new['accuracy']:.4f}, {new['size_bytes']} bytes)",
+            )
+            gto.api.register(str(repo), settings.artifact, commit, version=version)
+            move_stage(repo, settings, version)
+    except BaseException:
+        if git(repo, "rev-parse", "HEAD") != code_commit:
+            git(repo, "reset", "--soft", code_commit)
+        if log_before is None:
+            log.unlink(missing_ok=True)
+        else:
+            atomic.write_text(log, log_before)
+        raise
     create_markdown_artifact(
         key="model-card", markdown=card.read_text(), description=f"{settings.artifact} {version}"
     )
-    git(repo, "add", "--", *pipeline_files(repo))
-    git(
-        repo,
-        "commit",
-        "--allow-empty",
-        "-m",
-        f"model-update: promote {settings.artifact} "
-        f"(accuracy {figures['accuracy']:.4f}, {figures['size_bytes']} bytes)",
-    )
-    gto.api.register(str(repo), settings.artifact, "HEAD", version=version)
-    gto.api.assign(str(repo), settings.artifact, settings.stage, ref="HEAD", skip_registration=True)
-    if settings.push and run_dvc(repo, "remote", "default").stdout.strip():
-        pushed = run_dvc(repo, "push")
-        if pushed.returncode != 0:
-            raise StageFailed(f"dvc push failed: {pushed.stderr.strip()}")
-    return {
-        "version": version,
-        "version_tag": f"{settings.artifact}@{version}",
-        "code_commit": code_commit,
-        "promotion_commit": git(repo, "rev-parse", "HEAD"),
-    }
+    get_run_logger().info("Promoted %s@%s (commit %s)", settings.artifact, version, commit[:8])
+    return logged | {"promotion_commit": commit}

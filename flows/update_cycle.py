@@ -11,7 +11,10 @@ params diff, the code commits and the stages DVC reran."""
 
 from __future__ import annotations
 
+import argparse
+import errno
 import json
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -19,21 +22,20 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from compress.commands.runner import run_stage
 from compress.config.drift import DriftParams
 from compress.config.params import load_params
+from compress.config.registry import RegistryParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.core.gitrepo import git, read_at
 from compress.data.drift import check_drift, drift_report
 from compress.evaluation.shipping import check_shipped
-from flows.approval import ask_for_approval, needs_approval
-from flows.changes import (
-    changes_since,
-    imported_inputs,
-    read_at,
-    tracked_inputs,
-)
-from flows.compress import StageFailed, compress, run_dvc
-from flows.decisions import record
+from compress.registry.log import barred_models, keep_if_barred, read_decisions
+from flows.approval import announce_approval_route, ask_for_approval, needs_approval
+from flows.changes import changes_since, imported_inputs, tracked_inputs
+from flows.compress import StageFailed, TransientStageError, compress, run_dvc
+from flows.decisions import publish_decision, record
 from flows.production import compare, production_model, production_splits
 from flows.promotion import promote, refuse_uncommitted_code
 
@@ -102,15 +104,28 @@ def check_new_data(repo: Path, production_commit: str, tolerances: DriftParams) 
     }
 
 
-def _stop(root: Path, decision: dict, error: StageFailed, started: float) -> None:
+def _stop(root: Path, decision: dict, error: Exception, started: float, clause: str) -> None:
+    """Record the keep with the error that stopped the cycle, then raise it."""
+    what = "the pipeline stopped" if clause == "pipeline_stopped" else "the promotion failed"
     decision |= {
         "action": "kept",
-        "clause": "pipeline_stopped",
-        "reason": f"the pipeline stopped: {error}",
+        "clause": clause,
+        "reason": f"{what}: {error}",
         "seconds": round(time.perf_counter() - started, 1),
     }
     record(root, decision)
     raise error
+
+
+def _decide(root: Path, decision: dict, settings: RegistryParams) -> dict:
+    """The policy's answer, then what people decided before (a model rolled back or rejected
+    stays out), then a person's approval where the policy asks for one."""
+    decision = keep_if_barred(
+        decision, barred_models(read_decisions(Artifacts(root).decisions_log))
+    )
+    if needs_approval(decision, settings):
+        decision |= ask_for_approval(decision, settings)
+    return decision
 
 
 @flow(name="model-update-cycle")
@@ -123,8 +138,12 @@ def update_cycle(repo: str = ".") -> dict:
     root = Path(repo).resolve()
     params = load_params(Artifacts(root).params_file)
     settings = params.registry
-    decision: dict = {"time": datetime.now(UTC).isoformat(timespec="seconds")}
     refuse_uncommitted_code(root)
+    announce_approval_route(settings)
+    decision: dict = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_commit": git(root, "rev-parse", "HEAD"),
+    }
     with tempfile.TemporaryDirectory() as workdir:
         try:
             decision["inputs"] = update_inputs(root)
@@ -139,23 +158,45 @@ def update_cycle(repo: str = ".") -> dict:
             decision["stages_run"] = list(dict.fromkeys(r["stage"] for r in runs if r["ran"]))
             shipped = check_shipped(Artifacts(root))
         except (StageFailed, PipelineError) as error:
-            _stop(root, decision, error, started)
-        decision |= compare(root, production, splits, params)
-    if decision["clause"] != "unchanged" and needs_approval(decision, settings):
-        decision |= ask_for_approval(decision, settings)
+            _stop(root, decision, error, started, "pipeline_stopped")
+        decision = _decide(root, decision | compare(root, production, splits, params), settings)
     decision |= {
         "candidate": shipped["candidate"],
         "objective": params.evaluate.objective,
         "production_version": production["version"] if production else None,
         "changes": changes_since(root, production["commit"], splits) if production else None,
     }
-    if decision["action"] == "promoted":
-        decision |= promote(root, settings, decision["figures"]["new"], decision["changes"])
     decision["seconds"] = round(time.perf_counter() - started, 1)
+    if decision["action"] == "promoted":
+        try:
+            decision = promote(root, settings, decision)
+        except (StageFailed, PipelineError, OSError, subprocess.CalledProcessError) as error:
+            _stop(root, decision, error, started, "promotion_failed")
     get_run_logger().info("Decision: %s (%s)", decision["action"], decision["reason"])
-    record(root, decision)
+    if decision["action"] == "promoted":  # its line is in the promotion commit already
+        publish_decision(decision, key="model-update-decision", title=decision["action"])
+    else:
+        record(root, decision)
     return decision
 
 
+def main() -> None:
+    """`python -m flows.update_cycle [--repo PATH]`: one cycle; what stops it exits by the
+    errno table (1: a person must fix something, named; 75: a transient I/O error, retry)."""
+    parser = argparse.ArgumentParser(description="Run one model-update cycle.")
+    parser.add_argument("--repo", default=".", help="the pipeline's git + DVC repository")
+    repo = parser.parse_args().repo
+
+    def cycle() -> None:
+        try:
+            update_cycle(repo=repo)
+        except StageFailed as error:
+            raise PipelineError(str(error)) from error
+        except TransientStageError as error:
+            raise OSError(errno.EAGAIN, str(error)) from error
+
+    run_stage(cycle)
+
+
 if __name__ == "__main__":
-    update_cycle()
+    main()

@@ -113,23 +113,33 @@ def decision_summary(selection: dict, test: dict) -> str:
 
 
 def _challenger(
-    size: int, latency: float, only_production: int, only_new: int, n: int = 360
+    size: int,
+    latency: float,
+    only_production: int,
+    only_new: int,
+    n: int = 360,
+    rounds: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[dict, dict]:
     """(new, production) figures on n paired test images: production right on
-    `only_production` images the new model gets wrong, the new model on `only_new` others."""
+    `only_production` images the new model gets wrong, the new model on `only_new` others;
+    production 1000 bytes and 1 ms, each model's timing rounds spread by `rounds` around its
+    median."""
     production_correct = np.ones(n, dtype=bool)
     new_correct = production_correct.copy()
     new_correct[:only_production] = False
     production_correct[only_production : only_production + only_new] = False
+    spread = [-rounds[0], 0.0, rounds[0]], [-rounds[1], 0.0, rounds[1]]
     production = {
         "accuracy": float(production_correct.mean()),
         "size_bytes": 1000,
-        "latency": {"batch_1": {"p50_ms": 1.0}},
+        "latency": {"batch_1": {"p50_ms": 1.0, "rounds_p50_ms": [1.0 + d for d in spread[0]]}},
     }
     new = {
         "accuracy": float(new_correct.mean()),
         "size_bytes": size,
-        "latency": {"batch_1": {"p50_ms": latency}},
+        "latency": {
+            "batch_1": {"p50_ms": latency, "rounds_p50_ms": [latency + d for d in spread[1]]}
+        },
         "drop_vs_production": paired_drop_interval(production_correct, new_correct, 0.95),
     }
     return new, production
@@ -191,6 +201,56 @@ def test_promotion_policy(case, figures, action, clause, said) -> None:
     decided = promotion_decision(new, production, "smallest", BUDGETS)
     assert (decided.action, decided.clause) == (action, clause), (case, decided)
     assert said in decided.reason, (case, decided.reason)
+
+
+@pytest.mark.parametrize(
+    ("case", "objective", "figures", "clause"),
+    [
+        ("12 bytes smaller, 0.1 pt worse", "smallest", (988, 1.0, 1, 0, 1000), "not_better"),
+        ("4 % smaller, as accurate", "smallest", (960, 1.0, 0, 0), "not_better"),
+        ("5 % smaller, as accurate", "smallest", (950, 1.0, 0, 0), "and_better"),
+        ("20 % smaller, 0.1 pt worse", "smallest", (800, 1.0, 1, 0, 1000), "and_better"),
+        ("3 % faster, as accurate", "fastest", (1000, 0.97, 0, 0), "not_better"),
+        (
+            "20 % faster, rounds apart",
+            "fastest",
+            (1000, 0.8, 0, 0, 360, (0.05, 0.05)),
+            "and_better",
+        ),
+        (
+            "20 % faster, rounds overlapping",
+            "fastest",
+            (1000, 0.8, 0, 0, 360, (0.15, 0.15)),
+            "not_better",
+        ),
+    ],
+)
+def test_better_on_the_objective_means_by_the_margin(case, objective, figures, clause) -> None:
+    """registry.min_objective_gain (5 % by default): a retrain a few bytes smaller, or timer
+    noise, keeps production; a material gain within the accuracy tolerance promotes."""
+    new, production = _challenger(*figures)
+    decided = promotion_decision(new, production, objective, RegistryParams())
+    assert decided.clause == f"non_inferior_{clause}", (case, decided)
+    assert decided.action == ("promoted" if clause == "and_better" else "kept"), case
+    assert "registry.min_objective_gain 5%" in decided.reason, decided.reason
+
+
+def test_with_no_margin_better_still_means_strictly_better() -> None:
+    any_gain = RegistryParams(min_objective_gain=0.0)
+    same, production = _challenger(1000, 1.0, 0, 0)
+    assert promotion_decision(same, production, "smallest", any_gain).action == "kept"
+    smaller, production = _challenger(999, 1.0, 0, 0)
+    assert promotion_decision(smaller, production, "smallest", any_gain).action == "promoted"
+
+
+def test_the_first_model_meets_the_budgets_too() -> None:
+    """Nothing in production is no reason to ship a model over a deployment budget."""
+    big, _ = _challenger(1600, 1.0, 0, 0)
+    decided = promotion_decision(big, None, "smallest", BUDGETS)
+    assert (decided.action, decided.clause) == ("kept", "over_budget"), decided
+    assert "registry.max_size_bytes 1500 (it has 1600)" in decided.reason
+    slow, _ = _challenger(900, 2.5, 0, 0)
+    assert promotion_decision(slow, None, "fastest", BUDGETS).clause == "over_budget"
 
 
 def test_first_model_and_the_gain_and_confidence_settings() -> None:

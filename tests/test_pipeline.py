@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
+from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -271,9 +272,10 @@ def _commit_params(repo: Path, edit) -> None:
     assert _run(repo, "git", "commit", "-qam", "params").returncode == 0
 
 
-def _answer_when_paused(*answer: str) -> threading.Thread:
+def _answer_when_paused(*answer: str, before=None) -> threading.Thread:
     """A thread that waits for a flow run paused for approval and answers it with
-    `compress approve <id> ...` in a separate process, as a person at a terminal would."""
+    `compress approve <id> ...` in a separate process, as a person at a terminal would
+    (after calling `before`, when given: what else happens during the pause)."""
     api = PREFECT_API_URL.value()
 
     def answer_it() -> None:
@@ -284,6 +286,8 @@ def _answer_when_paused(*answer: str) -> threading.Thread:
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(flow_run_filter=paused)
             if runs:
+                if before:
+                    before()
                 command = [sys.executable, "-m", "compress.commands.cli", "approve"]
                 done = subprocess.run(
                     [*command, str(runs[0].id), *answer],
@@ -300,91 +304,191 @@ def _answer_when_paused(*answer: str) -> threading.Thread:
     return thread
 
 
-def test_update_cycle_promotes_refuses_promotes_and_rolls_back(pipeline) -> None:
+def _in_stage(repo: Path, step: str) -> str | None:
+    """The version `gto show` names in prod under both of its sorts (they must agree: one
+    version holds the stage), printed after each step of the month."""
+    holders = {}
+    for sort in ("timestamp", "semver"):
+        shown = _run(repo, "gto", "show", "--sort", sort, "--json")
+        assert shown.returncode == 0, shown.stderr
+        holders[sort] = json.loads(shown.stdout).get("shipped-model", {}).get("stage", {})
+    print(f"\n--- gto show after: {step}\n{_run(repo, 'gto', 'show').stdout}")
+    assert holders["timestamp"] == holders["semver"], holders
+    return holders["timestamp"].get("prod")
+
+
+def _cycle(repo: Path, step: str, answer: threading.Thread | None = None) -> dict:
+    decision = update_cycle(repo=str(repo))
+    if answer:
+        answer.join(timeout=120)
+    print(f"\n=== {step}: {decision['action']} ({decision['clause']}): {decision['reason']}")
+    return decision
+
+
+def _rollback(repo: Path, *to: str) -> subprocess.CompletedProcess:
+    rolled = _run(repo, sys.executable, "-m", "compress.commands.cli", "rollback", *to)
+    assert rolled.returncode == 0, rolled.stderr
+    print(rolled.stdout)
+    return rolled
+
+
+def _grow_data(repo: Path, label: str, count: int, shift: int) -> None:
+    """New images of one class: existing ones shifted (new content, not copies)."""
+    folder = repo / DATA / label
+    for index, path in enumerate(sorted(folder.glob("[0-9]*.png"))[:count]):
+        pixels = np.roll(np.asarray(Image.open(path)), shift, axis=1)
+        Image.fromarray(pixels).save(folder / f"added_{shift}_{index:03d}.png")
+
+
+def _head_and_tags(repo: Path) -> tuple[str, str]:
+    return _run(repo, "git", "rev-parse", "HEAD").stdout, _run(repo, "git", "tag").stdout
+
+
+FLOAT_LAYERS = ["first_conv", "classifier", "features.1.conv.0.0", "features.2.conv.0.0"]
+
+
+def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
+    """Promotions, a failed push, rollbacks back and forward, a rejection and an approval
+    pause during which HEAD moved, as a team lives them over weeks: after every step exactly
+    one version holds prod (both of GTO's sorts agree), and what a person rolled back or
+    rejected stays out. The size objective decides (fewer layers kept in float: a smaller
+    INT8 file); registry.min_objective_gain 0 lets a layer's worth of bytes count (the
+    margin has its own table in test_evaluate)."""
     repo, _ = pipeline
+    log = Artifacts(repo).decisions_log
     # Uncommitted code or params: refused before any work, the files named.
     _edit_params(repo, lambda p: p["evaluate"].update(timed_runs=6))
     with pytest.raises(StageFailed, match=r"uncommitted changes to code or params \(params.yaml"):
         update_cycle(repo=str(repo))
     assert _run(repo, "git", "checkout", "params.yaml").returncode == 0
 
-    first = update_cycle(repo=str(repo))
-    assert (first["action"], first["clause"]) == ("promoted", "first_model"), first
-    committed = _run(repo, "git", "show", "--name-only", "--format=", "HEAD").stdout.split()
-    assert {"dvc.lock", "models/shipped.json", "reports/model_card.md"} <= set(committed)
-    assert not [f for f in committed if f.startswith(("compress/", "flows/", "stages/"))]
-    assert first["code_commit"] != first["promotion_commit"]
+    # The first model over a budget: kept, naming the budget; nothing registered.
+    _commit_params(
+        repo, lambda p: p["registry"].update(max_size_bytes=1000, min_objective_gain=0.0)
+    )
+    over = _cycle(repo, "first model over budget")
+    assert (over["action"], over["clause"]) == ("kept", "over_budget"), over
+    assert "registry.max_size_bytes 1000" in over["reason"]
+    assert _in_stage(repo, "first model over budget") is None
 
-    # More layers kept in float: a larger INT8 file, so not better on `smallest`.
+    # v0.0.1, with a file a person staged that is not the pipeline's.
     _commit_params(
         repo,
-        lambda p: p["quantize"].update(
-            keep_fp32=["first_conv", "classifier", "features.1.conv.0.0", "features.2.conv.0.0"]
+        lambda p: (
+            p["registry"].update(max_size_bytes=None),
+            p["quantize"].update(keep_fp32=FLOAT_LAYERS),
         ),
     )
-    worse = update_cycle(repo=str(repo))
-    assert (worse["action"], worse["clause"]) == ("kept", "non_inferior_not_better"), worse
-    assert worse["figures"]["new"]["size_bytes"] > worse["figures"]["production"]["size_bytes"]
+    (repo / "notes.txt").write_text("a person's work in progress\n")
+    assert _run(repo, "git", "add", "notes.txt").returncode == 0
+    first = _cycle(repo, "v0.0.1")
+    assert (first["action"], first["clause"]) == ("promoted", "first_model"), first
+    assert first["version"] == "v0.0.1"
+    tag = first["version_tag"]
+    committed = _run(repo, "git", "show", "--name-only", "--format=", tag).stdout.split()
+    assert {"dvc.lock", "models/shipped.json", "registry/decisions.jsonl"} <= set(committed)
+    assert "notes.txt" not in committed and "params.yaml" not in committed
+    assert "A  notes.txt" in _run(repo, "git", "status", "--porcelain").stdout  # still staged
+    tagged_log = _run(repo, "git", "show", f"{tag}:registry/decisions.jsonl").stdout
+    assert json.loads(tagged_log.splitlines()[-1])["version"] == "v0.0.1"
+    assert first["code_commit"] == _run(repo, "git", "rev-parse", "HEAD~1").stdout.strip()
+    assert _run(repo, "git", "rm", "-q", "--cached", "notes.txt").returncode == 0
+    assert _in_stage(repo, "v0.0.1") == "v0.0.1"
 
-    # Every layer in INT8: smaller than production, so the policy promotes; approval asked
-    # (`always`) and given from the command line, the approver recorded.
+    # New data and a float layer fewer, while the remote refuses writes (its folder would be
+    # under a file), the cycle run as a person runs it: nothing tagged, no commit, prod
+    # unchanged, the error recorded, exit 1 by the errno table (ENOTDIR is the user's).
+    _grow_data(repo, "3", 20, shift=1)
+    _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:3]))
+    remote = repo.parent / "remote"
+    (repo.parent / "a-file").write_text("")
+    _dvc(repo, "remote", "modify", "--local", "local", "url", str(repo.parent / "a-file/remote"))
+    before = _head_and_tags(repo)
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the harness's server
+    try:
+        failed = _run(repo, sys.executable, "-m", "flows.update_cycle")
+    finally:
+        del os.environ["PREFECT_API_URL"]
+    _dvc(repo, "remote", "modify", "--local", "local", "url", str(remote))
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "`dvc push` failed" in failed.stderr and "Not a directory" in failed.stderr
+    assert _head_and_tags(repo) == before
+    recorded = json.loads(log.read_text().splitlines()[-1])
+    assert (recorded["action"], recorded["clause"]) == ("kept", "promotion_failed")
+    assert "Not a directory" in recorded["reason"]
+    assert _in_stage(repo, "dvc push refused") == "v0.0.1"
+    second = _cycle(repo, "v0.0.2, the remote writable again")
+    assert (second["action"], second["version"]) == ("promoted", "v0.0.2"), second
+    assert second["stages_run"] == [] and second["production_version"] == "v0.0.1"
+    assert _in_stage(repo, "v0.0.2") == "v0.0.2"
+
+    _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:2]))
+    third = _cycle(repo, "v0.0.3")
+    assert (third["action"], third["version"]) == ("promoted", "v0.0.3"), third
+    assert _in_stage(repo, "v0.0.3") == "v0.0.3"
+
+    # Rollback to v0.0.1: the only holder; the next cycle, with nothing changed, keeps it.
+    rolled = _rollback(repo, "--to", "v0.0.1")
+    assert "The workspace is left as it is" in rolled.stdout
+    assert _in_stage(repo, "rollback --to v0.0.1") == "v0.0.1"
+    after = _cycle(repo, "nothing changed after the rollback")
+    assert (after["action"], after["clause"]) == ("kept", "rolled_back_before"), after
+    assert "rolled back from production (prod moved to v0.0.1 (was v0.0.3))" in after["reason"]
+    assert after["stages_run"] == [] and _in_stage(repo, "kept after rollback") == "v0.0.1"
+
+    # Every layer in INT8, approval asked: a person commits during the pause, then approves:
+    # refused (the model's provenance would be false). Asked again, a person rejects it:
+    # kept, and the next cycle keeps it without asking.
     _commit_params(
         repo,
         lambda p: (
             p["quantize"].update(keep_fp32=[]),
-            p["registry"].update(approval="always", approval_timeout_hours=0.05),
+            p["registry"].update(approval="always", approval_timeout_hours=0.02),
         ),
     )
-    answering = _answer_when_paused("--approver", "alice", "--reason", "smaller, checked")
-    better = update_cycle(repo=str(repo))
-    answering.join(timeout=60)
-    assert better["action"] == "promoted", better
-    assert better["approval"] == {
-        "answer": "approved",
-        "approver": "alice",
-        "reason": "smaller, checked",
-        "recommended": "promoted",
-    }
-    assert better["production_version"] == first["version"]
+    meanwhile = ("git", "commit", "-q", "--allow-empty", "-m", "meanwhile")
+    answering = _answer_when_paused("--approver", "alice", before=lambda: _run(repo, *meanwhile))
+    moved = _cycle(repo, "HEAD moved during the approval pause", answering)
+    assert (moved["action"], moved["clause"]) == ("kept", "head_moved"), moved
+    assert _in_stage(repo, "HEAD moved") == "v0.0.1"
+    answering = _answer_when_paused("--reject", "--approver", "bob", "--reason", "odd errors")
+    rejected = _cycle(repo, "rejected", answering)
+    assert (rejected["action"], rejected["approval"]["answer"]) == ("kept", "rejected")
+    again = _cycle(repo, "nothing changed after the rejection")
+    assert (again["action"], again["clause"]) == ("kept", "rejected_before"), again
+    assert "approval" not in again and "rejected by bob (odd errors)" in again["reason"]
 
-    shown = _run(repo, "gto", "show", "--json")
-    assert shown.returncode == 0, shown.stderr
-    registry = json.loads(shown.stdout)
-    assert registry["shipped-model"]["version"] == better["version"]
-    assert registry["shipped-model"]["stage"]["prod"] == better["version"]
-    versions = json.loads(_run(repo, "gto", "show", "shipped-model", "--json").stdout)
-    assert {v["version"] for v in versions} == {first["version"], better["version"]}  # fallback
-    unchanged = update_cycle(repo=str(repo))
-    assert (unchanged["action"], unchanged["reason"]) == ("kept", "nothing changed")
+    # New data: a new model, compared with v0.0.1 (what serves), promoted as v0.0.4.
+    _grow_data(repo, "5", 20, shift=2)
+    _commit_params(repo, lambda p: p["registry"].update(approval="never"))
+    fourth = _cycle(repo, "v0.0.4 from new data")
+    assert (fourth["production_version"], fourth["version"]) == ("v0.0.1", "v0.0.4"), fourth
+    assert fourth["stages_run"][0] == "prepare" and _in_stage(repo, "v0.0.4") == "v0.0.4"
 
-    # Rollback in one command: production back to the first version, retrievable by dvc get.
-    rolled = _run(repo, sys.executable, "-m", "compress.commands.cli", "rollback")
-    assert rolled.returncode == 0, rolled.stderr
-    registry = json.loads(_run(repo, "gto", "show", "--json").stdout)
-    assert registry["shipped-model"]["stage"]["prod"] == first["version"]
+    # A second rollback (to the version before v0.0.4), then forward again.
+    _rollback(repo)
+    assert _in_stage(repo, "second rollback") == "v0.0.3"
+    _rollback(repo, "--to", "v0.0.4")
+    assert _in_stage(repo, "rollback forward --to v0.0.4") == "v0.0.4"
     first_model = repo.parent / "first.onnx"
-    fetched = _dvc(
-        repo,
-        "get",
-        ".",
-        "models/shipped.onnx",
-        "--rev",
-        first["version_tag"],
-        "-o",
-        str(first_model),
-    )
-    assert fetched.returncode == 0, fetched.stderr
-    decisions = [
-        json.loads(line) for line in Artifacts(repo).decisions_log.read_text().splitlines()
+    fetched = _dvc(repo, "get", ".", "models/shipped.onnx", "--rev", tag, "-o", str(first_model))
+    assert fetched.returncode == 0, fetched.stderr  # every version stays retrievable
+    print("\n" + log.read_text())
+    assert [json.loads(line)["clause"] for line in log.read_text().splitlines()] == [
+        "over_budget",
+        "first_model",
+        "promotion_failed",
+        "non_inferior_and_better",
+        "non_inferior_and_better",
+        "rollback",
+        "rolled_back_before",
+        "head_moved",
+        "non_inferior_and_better",  # the policy's clause; a person rejected it
+        "rejected_before",
+        "non_inferior_and_better",
+        "rollback",
+        "rollback",
     ]
-    assert [d["action"] for d in decisions] == [
-        "promoted",
-        "kept",
-        "promoted",
-        "kept",
-        "rolled_back",
-    ]
-    assert decisions[-1]["version"] == first["version"]
 
 
 def _evaluated_copy(repo: Path, folder: Path, relabel_test: bool) -> dict:

@@ -39,7 +39,15 @@ def check_params_command(args: argparse.Namespace) -> None:
 def rollback_command(args: argparse.Namespace) -> None:
     (settings,) = load_sections(RegistryParams, path=Artifacts(args.repo).params_file)
     decision = rollback(args.repo.resolve(), settings, args.to)
-    print(f"{settings.artifact}: {decision['reason']}. `gto show` lists it.")
+    print(f"{settings.artifact}: {decision['reason']}; `gto show` lists it.")
+    if decision["action"] == "rolled_back":
+        print(
+            "The workspace is left as it is (dvc.lock and models/ still hold the newest run): "
+            "the next cycle compares what it builds with the version now serving, and never "
+            f"promotes the model rolled back from ({decision['from_version']}) again by itself. "
+            f"To work from {decision['version']}'s files: `git checkout "
+            f"{settings.artifact}@{decision['version']} -- dvc.lock && dvc checkout`."
+        )
 
 
 def approve_command(args: argparse.Namespace) -> None:

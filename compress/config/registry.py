@@ -21,6 +21,7 @@ class RegistryParams(Section):
     tolerance: float = Field(0.005, ge=0.0, le=1.0)
     min_gain: float = Field(0.0, ge=0.0, le=1.0)
     confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    min_objective_gain: float = Field(0.05, ge=0.0, lt=1.0)
     max_size_bytes: int | None = Field(None, ge=1)
     max_latency_ms_batch_1: float | None = Field(None, gt=0.0)
     budget_margin: float = Field(0.1, ge=0.0, le=1.0)

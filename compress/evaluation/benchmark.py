@@ -140,17 +140,16 @@ def process_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 2)
 
 
-def compare_latency(
+def _timed_rounds(
     runners: dict[str, Runner],
     input_shape: tuple[int, ...],
     batch_sizes: list[int],
     warmup: int,
     runs: int,
-    repeats: int = 5,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Latency of several models (or runtimes) measured side by side in one process: the timed
-    runs are split into `repeats` rounds and the models take turns in each round, so machine
-    noise (another process, frequency changes) falls on all of them alike."""
+    repeats: int,
+) -> dict[tuple[str, int], list[np.ndarray]]:
+    """(model, batch) -> seconds per call in each of `repeats` rounds; the models take turns in
+    each round, so machine noise (another process, frequency changes) falls on all alike."""
     rng = np.random.default_rng(0)
     feeds = {batch: rng.random((batch, *input_shape), dtype=np.float32) for batch in batch_sizes}
     per_round = max(runs // repeats, 1)
@@ -163,13 +162,29 @@ def compare_latency(
             for name, runner in runners.items():
                 timed = time_runs(lambda r=runner, f=feed: r(f), 0, per_round)
                 samples.setdefault((name, batch), []).append(timed)
-    return {
-        name: {
-            f"batch_{batch}": summarize(np.concatenate(samples[(name, batch)]), batch)
-            for batch in batch_sizes
-        }
-        for name in runners
-    }
+    return samples
+
+
+def compare_latency(
+    runners: dict[str, Runner],
+    input_shape: tuple[int, ...],
+    batch_sizes: list[int],
+    warmup: int,
+    runs: int,
+    repeats: int = 5,
+    with_rounds: bool = False,
+) -> dict[str, dict[str, dict]]:
+    """Latency of several models (or runtimes) measured side by side in one process, the timed
+    runs split into `repeats` interleaved rounds. `with_rounds` adds each round's median
+    (`rounds_p50_ms`): their spread says whether a difference is more than timer noise."""
+    samples = _timed_rounds(runners, input_shape, batch_sizes, warmup, runs, repeats)
+    figures: dict[str, dict[str, dict]] = {}
+    for (name, batch), rounds in samples.items():
+        stats = summarize(np.concatenate(rounds), batch)
+        if with_rounds:
+            stats["rounds_p50_ms"] = [round(float(np.median(r)) * 1000.0, 4) for r in rounds]
+        figures.setdefault(name, {})[f"batch_{batch}"] = stats
+    return figures
 
 
 def compare_onnx_latency(

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from compress.config.registry import RegistryParams
-from compress.evaluation.decision import OBJECTIVES
 
 Clause = Literal[
     "first_model",
@@ -72,12 +71,12 @@ def promotion_decision(
 ) -> Promotion:
     """The policy's answer for a gate-passing challenger (`new`, with `drop_vs_production`: the
     paired interval on the same images) against production's figures."""
-    if production is None:
-        return Promotion("promoted", "first_model", "first model: nothing is in production", False)
     close = near_budget(new, policy)
     misses = budget_misses(new, policy)
     if misses:
         return Promotion("kept", "over_budget", "over budget: " + "; ".join(misses), close)
+    if production is None:
+        return Promotion("promoted", "first_model", "first model: nothing is in production", close)
     interval = new["drop_vs_production"]
     drop = interval["upper_one_sided"] if policy.confidence else interval["drop"]
     measured = (
@@ -103,20 +102,42 @@ def promotion_decision(
             f"{policy.tolerance * 100:.2f} pt: {measured}",
             near_tolerance,
         )
-    new_cost, production_cost = OBJECTIVES[objective](new), OBJECTIVES[objective](production)
-    # under most_accurate, being better is the more_accurate clause (gain and confidence rules)
-    if new_cost < production_cost and objective != "most_accurate":
+    better, compared = objective_gain(new, production, objective, policy.min_objective_gain)
+    if better:
         return Promotion(
             "promoted",
             "non_inferior_and_better",
             f"non-inferior ({measured}, registry.tolerance {policy.tolerance * 100:.2f} pt) and "
-            f"better on '{objective}': {new_cost:g} vs {production_cost:g}",
+            f"better on '{objective}': {compared}",
             near_tolerance,
         )
     return Promotion(
         "kept",
         "non_inferior_not_better",
-        f"non-inferior ({measured}) but not better on '{objective}': {new_cost:g} vs "
-        f"{production_cost:g} in production",
+        f"non-inferior ({measured}) but not better on '{objective}': {compared}",
         near_tolerance,
     )
+
+
+def objective_gain(
+    new: dict, production: dict, objective: str, min_gain: float
+) -> tuple[bool, str]:
+    """Whether the challenger beats production on a cost objective, strictly and by at least
+    the relative margin `min_gain`, and the comparison in words. Latency must also win in every timing round
+    against production's best round (its measured spread). Under most_accurate, being better
+    is the more_accurate clause (gain and confidence rules), never this one."""
+    if objective == "smallest":
+        new_size, old_size = new["size_bytes"], production["size_bytes"]
+        gain = 1 - new_size / old_size
+        words = f"{new_size} vs {old_size} bytes ({gain:+.1%}; registry.min_objective_gain {min_gain:.0%})"
+        return gain > 0 and gain >= min_gain - EPSILON, words
+    if objective == "fastest":
+        new_b1, old_b1 = new["latency"]["batch_1"], production["latency"]["batch_1"]
+        gain = 1 - new_b1["p50_ms"] / old_b1["p50_ms"]
+        apart = max(new_b1["rounds_p50_ms"]) < min(old_b1["rounds_p50_ms"])
+        words = (
+            f"p50 {new_b1['p50_ms']:.4f} vs {old_b1['p50_ms']:.4f} ms at batch 1 ({gain:+.1%}; "
+            f"registry.min_objective_gain {min_gain:.0%}; every round faster: {apart})"
+        )
+        return gain > 0 and gain >= min_gain - EPSILON and apart, words
+    return False, "most_accurate decides on accuracy alone"
