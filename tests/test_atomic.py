@@ -120,10 +120,11 @@ def test_exit_codes_follow_the_errno_at_the_write_path(
     assert not target.exists() and list(target.parent.iterdir()) == []
 
 
-def test_library_errors_without_errno_are_sorted_by_type() -> None:
+def test_errors_without_errno_are_never_transient() -> None:
+    """A library's OSError without an errno gives no reason to retry: the user's (exit 1)."""
     assert not is_transient(FileNotFoundError("no such model"))
     assert not is_transient(PermissionError("not yours"))
-    assert is_transient(OSError("connection dropped"))
+    assert not is_transient(OSError("connection dropped"))
 
 
 def test_a_folder_is_swapped_whole_even_when_the_swap_fails(

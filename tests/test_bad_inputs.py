@@ -409,8 +409,8 @@ def test_bad_input_fails_cleanly(
 
 
 def test_unexpected_io_error_exits_with_the_transient_code(capsys: pytest.CaptureFixture) -> None:
-    """An OSError nobody anticipated (a vanished mount, a full disk while reading) exits with
-    the code the Prefect flow retries, with one readable paragraph."""
+    """An OSError nobody anticipated, with a transient errno (a vanished mount, a full disk
+    while reading), exits with the code the Prefect flow retries, with one readable paragraph."""
 
     def main() -> None:
         raise OSError(28, "No space left on device")

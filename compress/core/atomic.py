@@ -44,16 +44,18 @@ def fsync_path(path: Path) -> None:
 
 
 def _write_failed(target: Path, error: OSError) -> Exception:
-    """A transient error stays an OSError (exit 75: a retry may pass); a permission or a
-    missing folder becomes the user's PipelineError (exit 1) naming the path."""
+    """A transient error stays an OSError (exit 75: a retry may pass); a permission, a missing
+    folder or an error without an errno (whose `strerror` is None, so its text stands in)
+    becomes the user's PipelineError (exit 1) naming the path."""
+    reason = error.strerror or str(error)
     if is_transient(error):
         return OSError(
             error.errno,
-            f"Writing '{target}' failed: {error.strerror}. Nothing was written; free disk "
+            f"Writing '{target}' failed: {reason}. Nothing was written; free disk "
             "space (or wait for the mount) and run the stage again",
         )
     return PipelineError(
-        f"Cannot write '{target}': {error.strerror}. Nothing was written; check that the "
+        f"Cannot write '{target}': {reason}. Nothing was written; check that the "
         f"folder '{target.parent}' exists and is writable by this user, then run again."
     )
 

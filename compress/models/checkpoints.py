@@ -5,6 +5,7 @@ with the weights, so a fresh process rebuilds the model (even a pruned one) from
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ from torch import nn
 from compress.core import atomic
 from compress.core.errors import PipelineError
 from compress.models.builders import build_model, classifier_layer, first_conv
+
+
+def write_torch_file(payload: Any, path: Path) -> None:
+    """`torch.save(payload, path)` whose failed write is an OSError with its errno. torch.save
+    writes through its own C++ stream and reports a full disk as a RuntimeError without one,
+    which the errno table (`compress.runtime.errors`) cannot sort; serialized into memory and
+    written with Python's file I/O, a full disk is ENOSPC (exit 75, retried). The bytes (the
+    file's size) are held in memory until written."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def save_checkpoint(
@@ -32,7 +44,7 @@ def save_checkpoint(
         "state_dict": model.state_dict(),
         **extra,
     }
-    atomic.write_with(path, lambda tmp: torch.save(payload, tmp))
+    atomic.write_with(path, lambda tmp: write_torch_file(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from typing import NoReturn
 TRANSIENT_EXIT_CODE = 75
 USER_ERROR_EXIT_CODE = 1
 
-# A full disk or quota, a device or network-mount hiccup, a busy or interrupted call: the same
-# command may succeed later. Anything else (EACCES, EPERM, EROFS, ENOENT, ENOTDIR, EISDIR, ...)
-# needs the user to fix a path or a permission: retrying cannot help.
+# A full disk or quota, a device or network-mount hiccup (a stale handle, a vanished mount), a
+# busy or interrupted call: the same command may succeed later. Anything else (EACCES, EPERM,
+# EROFS, ENOENT, ENOTDIR, EISDIR, ...), and an OSError without an errno, needs the user to fix a
+# path or a permission: retrying cannot help.
 TRANSIENT_ERRNOS = frozenset(
     {
         errno.ENOSPC,
@@ -26,6 +27,7 @@ TRANSIENT_ERRNOS = frozenset(
         errno.EBUSY,
         errno.ETIMEDOUT,
         errno.ESTALE,
+        errno.ENOTCONN,
         errno.ECONNRESET,
     }
 )
@@ -35,27 +37,33 @@ class InputError(Exception):
     """A problem in what the caller passed: the message names it and the fix."""
 
 
-USER_OS_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
-
-
 def is_transient(error: OSError) -> bool:
-    """Transient by errno; without one (raised by a library), a missing path or a permission
-    is the user's, anything else may pass on a retry."""
-    if error.errno is None:
-        return not isinstance(error, USER_OS_ERRORS)
+    """Transient by errno only. An OSError without one (a library's own, which knows no cause)
+    gives no reason to expect a retry to pass, and retrying it would only delay the paragraph
+    that names its path: it is the user's (exit 1)."""
     return error.errno in TRANSIENT_ERRNOS
+
+
+def _describe(error: OSError) -> str:
+    """The error's text, with the path it carries when the text does not name it (a library's
+    OSError may set `filename` and leave it out of its message)."""
+    text = str(error)
+    if error.filename is not None and str(error.filename) not in text:
+        return f"{text} (path: {error.filename})"
+    return text
 
 
 def exit_for(error: Exception, advice: str) -> NoReturn:
     """Print one paragraph and exit: 1 for the caller's mistakes (an InputError, a permission
-    or missing path), 75 for an I/O error a retry may cure."""
+    or missing path, an OSError without an errno), 75 for an I/O error a retry may cure; the
+    path is named whenever the error carries one."""
     if isinstance(error, OSError) and is_transient(error):
-        print(f"\nERROR: transient I/O error: {error}. {advice}\n", file=sys.stderr)
+        print(f"\nERROR: transient I/O error: {_describe(error)}. {advice}\n", file=sys.stderr)
         sys.exit(TRANSIENT_EXIT_CODE)
     if isinstance(error, OSError):
         print(
-            f"\nERROR: {error}. Fix the path or its permissions, then rerun (a retry alone "
-            "cannot help).\n",
+            f"\nERROR: {_describe(error)}. Fix the path or its permissions, then rerun (a retry "
+            "alone cannot help).\n",
             file=sys.stderr,
         )
         sys.exit(USER_ERROR_EXIT_CODE)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from torch import nn
 
 from compress.config.benchmark import BenchmarkParams
@@ -35,7 +34,12 @@ from compress.evaluation.benchmark import (
 from compress.evaluation.inference import split_logits
 from compress.evaluation.quality import classification_metrics
 from compress.models.builders import build_model, count_macs_params, state_dict_bytes
-from compress.models.checkpoints import load_weights, read_checkpoint, save_checkpoint
+from compress.models.checkpoints import (
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    write_torch_file,
+)
 from compress.models.onnx_export import export_onnx, with_contract
 from compress.models.onnx_teacher import ONNX_TEACHER, OnnxTeacher, onnx_macs_params
 from compress.runtime.runners import onnxruntime_runner
@@ -135,7 +139,7 @@ def measure_onnx_teacher(
         "state_dict": {},
         "onnx_file": reference,
     }
-    atomic.write_with(artifacts.teacher_pt, lambda tmp: torch.save(reference_payload, tmp))
+    atomic.write_with(artifacts.teacher_pt, lambda tmp: write_torch_file(reference_payload, tmp))
     log.info("Teacher: the ONNX file %s, measured as it is (no training)", reference)
     logits, labels = predict(teacher, eval_loader("test", info, artifacts.prepared_dir))
     metrics = {
