@@ -25,7 +25,8 @@ class DataParams(Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     calibration_size: int = Field(300, ge=10, le=100_000)
-    class_balance_tolerance: float = Field(0.5, gt=0.0, le=1.0)
+    class_balance_tolerance: float = Field(0.5, gt=0.0, le=1.0)  # the pool's class shares
+    split_false_alarm: float = Field(0.01, gt=0.0, lt=0.5)  # per data set, the split checks
     max_bad_fraction: float = Field(0.01, ge=0.0, lt=1.0)
     min_per_class: int = Field(10, ge=1, le=1_000_000)
     augment: AugmentParams = Field(default_factory=AugmentParams)

@@ -1,9 +1,11 @@
 """Great Expectations checks on every prepared split, run before anything is written.
 
 Each split becomes a small pandas frame with one row per sample, computed while the images
-stream past (label, finite pixel range, non-finite count, shape, class share, whether its hash
-occurs in train) so that standard GX
-column expectations express every check; the report names the split and each failed check.
+stream past (label, finite pixel range, non-finite count, shape, whether its hash occurs in
+train) so that standard GX column expectations express every check; the class balance is
+checked twice, each where it means something: the data set's own class shares once on the
+whole pool, and each class's count in each hash-drawn split against the range chance allows
+(`compress.data.balance`). The report names the split and each failed check.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import great_expectations as gx
 import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from compress.data.balance import class_count_frame
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +82,48 @@ class ChannelStats:
 
 
 def _split_frame(rows: pd.DataFrame, train_hashes: set[str]) -> pd.DataFrame:
-    shares = rows["label"].value_counts(normalize=True)
-    return rows.assign(
-        class_share=rows["label"].map(shares).to_numpy(),
-        in_train=rows["hash"].isin(train_hashes).to_numpy(),
-    )
+    return rows.assign(in_train=rows["hash"].isin(train_hashes).to_numpy())
 
 
-def _checks(
-    expected_shape: str,
-    num_classes: int,
-    balance_tolerance: float,
-    check_leakage: bool,
-) -> Checks:
-    classes = list(range(num_classes))
+def _pool_balance(pool: pd.DataFrame, num_classes: int, tolerance: float) -> tuple:
+    """The data set's own class shares, once, on every image: a deterministic figure."""
+    shares = pool["label"].value_counts(normalize=True)
+    frame = pool[["label"]].assign(class_share=pool["label"].map(shares).to_numpy())
     uniform = 1.0 / num_classes
+    check = (
+        f"class balance within ±{tolerance:.0%} of uniform",
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="class_share",
+            min_value=uniform * (1 - tolerance),
+            max_value=uniform * (1 + tolerance),
+        ),
+    )
+    return "pool", frame, [check]
+
+
+def _chance_balance(
+    rows: dict[str, pd.DataFrame], num_classes: int, fractions: dict[str, float], false_alarm: float
+) -> list[tuple]:
+    """Each hash-drawn split's class counts against the binomial range chance allows (train
+    with its calibration images); the report names the class, its count and the range."""
+    pool = np.concatenate([frame["label"].to_numpy() for frame in rows.values()])
+    counted = rows | {"train": pd.concat([rows["train"], rows["calibration"]])}
+    tests = num_classes * len(fractions)
+    name = f"class counts within chance (false alarm {false_alarm:.0%} per data set)"
+    return [
+        (
+            split,
+            class_count_frame(
+                pool, counted[split]["label"].to_numpy(), fraction, num_classes, false_alarm, tests
+            ),
+            [(name, gx.expectations.ExpectColumnValuesToBeInSet(column="outside", value_set=[""]))],
+        )
+        for split, fraction in fractions.items()
+    ]
+
+
+def _checks(expected_shape: str, num_classes: int, check_leakage: bool) -> Checks:
+    classes = list(range(num_classes))
     checks = [
         (
             "tensor shape constant",
@@ -122,14 +153,6 @@ def _checks(
             "every class present",
             gx.expectations.ExpectColumnDistinctValuesToContainSet(
                 column="label", value_set=classes
-            ),
-        ),
-        (
-            f"class balance within ±{balance_tolerance:.0%} of uniform",
-            gx.expectations.ExpectColumnValuesToBeBetween(
-                column="class_share",
-                min_value=uniform * (1 - balance_tolerance),
-                max_value=uniform * (1 + balance_tolerance),
             ),
         ),
     ]
@@ -188,20 +211,31 @@ def run_checks(frames: list[tuple[str, pd.DataFrame, Checks]]) -> list[CheckResu
 
 
 def validate_splits(
-    rows: dict[str, pd.DataFrame], num_classes: int, balance_tolerance: float
+    rows: dict[str, pd.DataFrame],
+    num_classes: int,
+    pool_tolerance: float,
+    fractions: dict[str, float],
+    false_alarm: float,
 ) -> list[CheckResult]:
-    """Run the suite on each split's `sample_rows`; `train` must be among them (the leakage
-    reference)."""
+    """Run the suite on each split's `sample_rows` (train, val, test, calibration: train is
+    the leakage reference), the pool's class balance, and each hash-drawn split's class
+    counts (`fractions`: its share of the pool) at `false_alarm` per data set."""
     train_hashes = set(rows["train"]["hash"])
     expected_shape = rows["train"]["shape"].iloc[0] if len(rows["train"]) else ""
+    per_split = [
+        (
+            split,
+            _split_frame(frame, train_hashes),
+            _checks(expected_shape, num_classes, split != "train"),
+        )
+        for split, frame in rows.items()
+    ]
+    pool = pd.concat(list(rows.values()))
     return run_checks(
         [
-            (
-                split,
-                _split_frame(frame, train_hashes),
-                _checks(expected_shape, num_classes, balance_tolerance, split != "train"),
-            )
-            for split, frame in rows.items()
+            *per_split,
+            _pool_balance(pool, num_classes, pool_tolerance),
+            *_chance_balance(rows, num_classes, fractions, false_alarm),
         ]
     )
 

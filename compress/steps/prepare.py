@@ -23,6 +23,7 @@ from compress.config.data import DataParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
+from compress.data.balance import split_fractions
 from compress.data.checks import (
     ChannelStats,
     CheckResult,
@@ -197,7 +198,8 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
         )
         splits = split_data(rows, kept, params, len(source.classes))
         split_rows = {name: rows.iloc[p].reset_index(drop=True) for name, p in splits.items()}
-        _check(split_rows, source, dropped, params, artifacts)
+        official = bool(rows["official_test"].any())
+        _check(split_rows, source, dropped, params, artifacts, official)
         profiles = write_prepared(
             splits, staged, rows, source.classes, params.source, artifacts.prepared_dir
         )
@@ -215,9 +217,17 @@ def _check(
     dropped: int,
     params: DataParams,
     artifacts: Artifacts,
+    official_test: bool,
 ) -> None:
     """Great Expectations on every split's rows; metrics/data_checks.json either way."""
-    results = validate_splits(split_rows, len(source.classes), params.class_balance_tolerance)
+    fractions = split_fractions(params.val_fraction, params.test_fraction, official_test)
+    results = validate_splits(
+        split_rows,
+        len(source.classes),
+        params.class_balance_tolerance,
+        fractions,
+        params.split_false_alarm,
+    )
     passed = all(result.success for result in results)
     atomic.write_json(
         artifacts.data_checks,
@@ -234,13 +244,22 @@ def _check(
 
 
 def _balance_hint(results: list[CheckResult]) -> str:
-    """Splits follow content hashes, not quotas: with few images a class can miss a split."""
-    by_class = ("every class present", "class balance")
-    if not any(not r.success and r.check.startswith(by_class) for r in results):
-        return ""
-    return (
-        " Splits follow each image's content hash (an image keeps its split as data grows), "
-        "so a class with few images can miss a split or be far from its share by chance: add "
-        "images to the small classes, or raise data.val_fraction, data.test_fraction or "
-        "data.class_balance_tolerance."
-    )
+    """What each class check means, and what fixes it."""
+    failed = {r.check.split(" (")[0] for r in results if not r.success}
+    hints = []
+    if "class counts within chance" in failed:
+        hints.append(
+            "A class's count in a split is outside what a split by content hash gives by "
+            "chance (data.split_false_alarm is the share of fair data sets that would fail): "
+            "the split is really skewed, e.g. images of one class renamed or copied into one "
+            "split; check those images."
+        )
+    if "every class present" in failed:
+        hints.append("A class has too few images to reach every split: add images to it.")
+    if any(check.startswith("class balance") for check in failed):
+        hints.append(
+            "The data set's own class shares are beyond data.class_balance_tolerance of "
+            "uniform: add images to the small classes, or raise the tolerance if the "
+            "imbalance is real and intended."
+        )
+    return "".join(f" {hint}" for hint in hints)
