@@ -385,8 +385,11 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     assert (first["action"], first["clause"]) == ("promoted", "first_model"), first
     assert first["version"] == "v0.0.1"
     tag = first["version_tag"]
-    committed = _run(repo, "git", "show", "--name-only", "--format=", tag).stdout.split()
-    assert {"dvc.lock", "models/shipped.json", "registry/decisions.jsonl"} <= set(committed)
+    committed = _run(repo, "git", "diff", "--name-only", first["code_commit"], tag).stdout.split()
+    history = _run(repo, "git", "log", "--stat", "-4", "--format=%h %s").stdout
+    assert {"dvc.lock", "models/shipped.json", "registry/decisions.jsonl"} <= set(committed), (
+        history
+    )
     assert "notes.txt" not in committed and "params.yaml" not in committed
     assert "A  notes.txt" in _run(repo, "git", "status", "--porcelain").stdout  # still staged
     tagged_log = _run(repo, "git", "show", f"{tag}:registry/decisions.jsonl").stdout
