@@ -1,3 +1,6 @@
+"""The teacher gate decides on validation: a perfect test split never rescues a teacher that
+misses the gate on validation (test is shown beside it, not deciding)."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +20,9 @@ def _write_baseline(tmp_path: Path, accuracy: float, worst: float) -> Artifacts:
     artifacts = Artifacts(tmp_path)
     per_class = {str(i): 0.99 for i in range(10)} | {"7": worst}
     artifacts.baseline_metrics.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.baseline_metrics.write_text(
-        json.dumps({"accuracy": accuracy, "per_class_accuracy": per_class})
-    )
+    validation = {"accuracy": accuracy, "per_class_accuracy": per_class}
+    test = {"accuracy": 1.0, "per_class_accuracy": {str(i): 1.0 for i in range(10)}}
+    artifacts.baseline_metrics.write_text(json.dumps(test | {"validation": validation}))
     return artifacts
 
 
@@ -30,7 +33,8 @@ def test_accuracy_threshold(tmp_path: Path, accuracy: float, passes: bool) -> No
         validate_teacher(GATE, artifacts)
     else:
         with pytest.raises(
-            PipelineError, match=r"test accuracy 0.9499 is below gate.min_accuracy 0.9500 by 0.01"
+            PipelineError,
+            match=r"validation accuracy 0.9499 is below gate.min_accuracy 0.9500 by 0.01",
         ):
             validate_teacher(GATE, artifacts)
     assert json.loads(artifacts.teacher_gate.read_text())["passed"] is passes
@@ -42,7 +46,7 @@ def test_class_threshold(tmp_path: Path, worst: float, passes: bool) -> None:
     if passes:
         validate_teacher(GATE, artifacts)
     else:
-        with pytest.raises(PipelineError, match="class '7' accuracy 0.8499"):
+        with pytest.raises(PipelineError, match="class '7' validation accuracy 0.8499"):
             validate_teacher(GATE, artifacts)
     written = json.loads(artifacts.teacher_gate.read_text())
     assert written["passed"] is passes and written["worst_class"] == "7"

@@ -632,7 +632,7 @@ def test_failed_teacher_gate_stops_the_pipeline(tmp_path: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     result = _dvc(repo, "repro")
     assert result.returncode != 0
-    assert "The teacher is too weak to distill from: test accuracy" in result.stderr
+    assert "The teacher is too weak to distill from: validation accuracy" in result.stderr
     assert json.loads(Artifacts(repo).teacher_gate.read_text())["passed"] is False
 
 

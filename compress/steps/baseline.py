@@ -102,6 +102,7 @@ def baseline(
         history, train_seconds = result.history, result.seconds
 
     logits, labels = predict(model, test_loader)
+    validation = classification_metrics(*predict(model, val_loader), info.classes)
     save_checkpoint(
         artifacts.teacher_pt,
         model,
@@ -116,6 +117,7 @@ def baseline(
         "arch": params.arch,
         "source": "checkpoint" if params.checkpoint else "trained",
         **classification_metrics(logits, labels, info.classes),
+        "validation": validation,
         **teacher_costs(model, logits, labels, info, bench, artifacts),
         "train_seconds": round(train_seconds, 2),
     }
@@ -142,10 +144,12 @@ def measure_onnx_teacher(
     atomic.write_with(artifacts.teacher_pt, lambda tmp: write_torch_file(reference_payload, tmp))
     log.info("Teacher: the ONNX file %s, measured as it is (no training)", reference)
     logits, labels = predict(teacher, eval_loader("test", info, artifacts.prepared_dir))
+    val_logits, val_labels = predict(teacher, eval_loader("val", info, artifacts.prepared_dir))
     metrics = {
         "arch": ONNX_TEACHER,
         "source": f"onnx file {reference}",
         **classification_metrics(logits, labels, info.classes),
+        "validation": classification_metrics(val_logits, val_labels, info.classes),
         **teacher_costs(None, logits, labels, info, bench, artifacts),
         "train_seconds": 0.0,
     }
