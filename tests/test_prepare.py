@@ -186,16 +186,19 @@ def test_sixteen_bit_images_keep_their_contrast(tmp_path: Path) -> None:
     assert array.min() < 0.1 and array.max() > 0.9  # not clipped to white
 
 
-def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
-    """Files in the exact python-pickle format of cifar-10-batches-py, with random pixels."""
+def _fake_cifar10(root: Path, per_batch: int = 20, test_copies: int = 0) -> None:
+    """Files in the exact python-pickle format of cifar-10-batches-py, with random pixels; the
+    first `test_copies` images of data_batch_1 are copies of test_batch's (same labels)."""
     generator = np.random.default_rng(0)
     root.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    pixels = {name: generator.integers(0, 255, (per_batch, 3072), dtype=np.uint8) for name in names}
+    pixels["data_batch_1"][:test_copies] = pixels["test_batch"][:test_copies]
     for name in names:
         batch = {
             b"batch_label": name.encode(),
             b"labels": [int(i % 10) for i in range(per_batch)],
-            b"data": generator.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+            b"data": pixels[name],
             b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
         }
         (root / name).write_bytes(pickle.dumps(batch, protocol=2))
@@ -206,7 +209,9 @@ def _fake_cifar10(root: Path, per_batch: int = 20) -> None:
 
 
 def test_cifar10_from_local_pickle_batches(tmp_path: Path) -> None:
-    _fake_cifar10(tmp_path / "data/input/cifar/cifar-10-batches-py")
+    """Two training images are copies of official test images: they leave the pool (a test
+    image trained on), recorded in data_checks.json, and prepare passes."""
+    _fake_cifar10(tmp_path / "data/input/cifar/cifar-10-batches-py", test_copies=2)
     artifacts = Artifacts(tmp_path)
     params = DataParams(
         source="cifar10",
@@ -219,7 +224,9 @@ def test_cifar10_from_local_pickle_batches(tmp_path: Path) -> None:
     )
     counts = prepare(params, artifacts)
     assert counts["test"] == 20  # the official test batch stays the test split
-    assert sum(counts[s] for s in ("train", "val", "calibration")) == 100
+    assert sum(counts[s] for s in ("train", "val", "calibration")) == 98
+    checks = json.loads(artifacts.data_checks.read_text())
+    assert (checks["official_test_copies_dropped"], checks["duplicates_dropped"]) == (2, 0)
     assert load_split("train", artifacts.prepared_dir)[0].shape[1:] == (3, 32, 32)
     assert load_info(artifacts.prepared_dir).classes[0] == "airplane"
 

@@ -91,6 +91,18 @@ def deduplicate(rows: pd.DataFrame) -> tuple[np.ndarray, int]:
     return np.asarray(kept, dtype=np.int64), len(pool) - len(kept)
 
 
+def drop_official_test_copies(rows: pd.DataFrame, kept: np.ndarray) -> tuple[np.ndarray, int]:
+    """The kept pool images without copies of an official test image (CIFAR-10's test batch
+    is not deduplicated against the training batches): a copy in train would be a test image
+    trained on. Returns the positions kept and how many copies were dropped."""
+    official = rows[rows["official_test"]]
+    test_images = set(official["hash"]) | set(official["pixel_hash"])
+    copy = (
+        rows["hash"].isin(test_images).to_numpy() | rows["pixel_hash"].isin(test_images).to_numpy()
+    )
+    return kept[~copy[kept]], int(copy[kept].sum())
+
+
 def check_readable(skipped: list[str], readable: int, max_bad_fraction: float) -> None:
     """Unreadable files are skipped, logged, and fatal above `data.max_bad_fraction`."""
     if not skipped:
@@ -191,6 +203,9 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
         check_readable(source.skipped, int((~rows["official_test"]).sum()), params.max_bad_fraction)
         source_figures = source_profile(rows[~rows["official_test"]], source.classes)
         kept, dropped = deduplicate(rows)
+        kept, test_copies = drop_official_test_copies(rows, kept)
+        if test_copies:
+            log.warning("Dropped %d copies of official test images from the pool", test_copies)
         check_class_counts(rows["label"].to_numpy()[kept], source.classes, params.min_per_class)
         log.info(
             "Read %d samples of %d classes from '%s' (%d duplicates dropped)",
@@ -202,7 +217,7 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
         splits = split_data(rows, kept, params, len(source.classes))
         split_rows = {name: rows.iloc[p].reset_index(drop=True) for name, p in splits.items()}
         official = bool(rows["official_test"].any())
-        _check(split_rows, source, dropped, params, artifacts, official)
+        _check(split_rows, source, (dropped, test_copies), params, artifacts, official)
         profiles = write_prepared(
             splits, staged, rows, source.classes, params.source, artifacts.prepared_dir
         )
@@ -217,12 +232,13 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
 def _check(
     split_rows: dict[str, pd.DataFrame],
     source: Source,
-    dropped: int,
+    dropped: tuple[int, int],
     params: DataParams,
     artifacts: Artifacts,
     official_test: bool,
 ) -> None:
-    """Great Expectations on every split's rows; metrics/data_checks.json either way."""
+    """Great Expectations on every split's rows; metrics/data_checks.json either way, with
+    the duplicates and the copies of official test images dropped (`dropped`)."""
     fractions = split_fractions(params.val_fraction, params.test_fraction, official_test)
     results = validate_splits(
         split_rows,
@@ -236,7 +252,8 @@ def _check(
         artifacts.data_checks,
         {
             "success": passed,
-            "duplicates_dropped": dropped,
+            "duplicates_dropped": dropped[0],
+            "official_test_copies_dropped": dropped[1],
             "unreadable_files": {"count": len(source.skipped), "first": source.skipped[:10]},
             "counts": {name: int(len(frame)) for name, frame in split_rows.items()},
             "checks": [asdict(result) for result in results],
