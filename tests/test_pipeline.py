@@ -332,12 +332,12 @@ def _rollback(repo: Path, *to: str) -> subprocess.CompletedProcess:
     return rolled
 
 
-def _grow_data(repo: Path, label: str, count: int, shift: int) -> None:
-    """New images of one class: existing ones shifted (new content, not copies)."""
+def _grow_data(repo: Path, label: str, count: int) -> None:
+    """New images of one class: existing ones shifted by a pixel (new content, not copies)."""
     folder = repo / DATA / label
     for index, path in enumerate(sorted(folder.glob("[0-9]*.png"))[:count]):
-        pixels = np.roll(np.asarray(Image.open(path)), shift, axis=1)
-        Image.fromarray(pixels).save(folder / f"added_{shift}_{index:03d}.png")
+        pixels = np.roll(np.asarray(Image.open(path)), 1, axis=1)
+        Image.fromarray(pixels).save(folder / f"added_{index:03d}.png")
 
 
 def _head_and_tags(repo: Path) -> tuple[str, str]:
@@ -398,10 +398,9 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     assert _run(repo, "git", "rm", "-q", "--cached", "notes.txt").returncode == 0
     assert _in_stage(repo, "v0.0.1") == "v0.0.1"
 
-    # New data and a float layer fewer, while the remote refuses writes (its folder would be
-    # under a file), the cycle run as a person runs it: nothing tagged, no commit, prod
-    # unchanged, the error recorded, exit 1 by the errno table (ENOTDIR is the user's).
-    _grow_data(repo, "3", 20, shift=1)
+    # A float layer fewer, while the remote refuses writes (its folder would be under a file),
+    # the cycle run as a person runs it: nothing tagged, no commit, prod unchanged, the error
+    # recorded, exit 1 by the errno table (ENOTDIR is the user's).
     _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:3]))
     remote = repo.parent / "remote"
     (repo.parent / "a-file").write_text("")
@@ -462,7 +461,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     assert "approval" not in again and "rejected by bob (odd errors)" in again["reason"]
 
     # New data: a new model, compared with v0.0.1 (what serves), promoted as v0.0.4.
-    _grow_data(repo, "5", 20, shift=2)
+    _grow_data(repo, "5", 20)
     _commit_params(repo, lambda p: p["registry"].update(approval="never"))
     fourth = _cycle(repo, "v0.0.4 from new data")
     assert (fourth["production_version"], fourth["version"]) == ("v0.0.1", "v0.0.4"), fourth
