@@ -80,10 +80,10 @@ def promotion_decision(
     interval = new["drop_vs_production"]
     drop = interval["upper_one_sided"] if policy.confidence else interval["drop"]
     measured = (
-        f"{-interval['drop'] * 100:+.2f} pt observed, worst case {-drop * 100:+.2f} pt at "
+        f"{0.0 - interval['drop'] * 100:+.2f} pt observed, worst case {0.0 - drop * 100:+.2f} pt at "
         f"{policy.confidence:.0%} on {interval['images']} images"
         if policy.confidence
-        else f"{-drop * 100:+.2f} pt on {interval['images']} images"
+        else f"{0.0 - drop * 100:+.2f} pt on {interval['images']} images"
     )
     if drop < 0 and drop <= -policy.min_gain + EPSILON:
         return Promotion(
