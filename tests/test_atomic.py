@@ -55,10 +55,8 @@ def test_a_stage_out_follows_a_stricter_umask(tmp_path: Path) -> None:
     try:
         artifacts = Artifacts(tmp_path)
         artifacts.baseline_metrics.parent.mkdir(parents=True)
-        per_class = {str(i): 0.99 for i in range(10)}
-        artifacts.baseline_metrics.write_text(
-            json.dumps({"accuracy": 0.99, "per_class_accuracy": per_class})
-        )
+        figures = {"accuracy": 0.99, "per_class_accuracy": {str(i): 0.99 for i in range(10)}}
+        artifacts.baseline_metrics.write_text(json.dumps(figures | {"validation": figures}))
         validate_teacher(GateParams(), artifacts)
     finally:
         os.umask(previous)
