@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from compress.core.errors import PipelineError
-from compress.runtime.images import IMAGE_READ_ERRORS, decode_image_file, pixel_key
+from compress.runtime.images import IMAGE_READ_ERRORS, decode_image_file
 
 DIGITS_SIZE = 16
 
@@ -22,15 +22,12 @@ DIGITS_SIZE = 16
 @dataclass
 class Sample:
     """One image as a source read it: (C, H, W) uint8 pixels (float32 in [0, 1] for a source
-    whose pixels are not 8-bit), its label, the file's own size ("WxH") and mode, and its key:
-    the `pixel_key` of its pixels as the source holds them, before any resize or conversion
-    (the split key, so processing settings never move an image between splits)."""
+    whose pixels are not 8-bit), its label, and the file's own size ("WxH") and mode."""
 
     image: np.ndarray
     label: int
     size: str
     mode: str
-    key: str
 
 
 @dataclass
@@ -56,8 +53,8 @@ def load_digits_source(path: str | None, image_size: int | None, channels: int |
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
     images = _resize(_to_channels(images, channels or 1), image_size or DIGITS_SIZE)
     samples = (
-        Sample(image, int(label), "8x8", "L", pixel_key(original, "L"))
-        for image, label, original in zip(images, bunch.target, bunch.images, strict=True)
+        Sample(image, int(label), "8x8", "L")
+        for image, label in zip(images, bunch.target, strict=True)
     )
     return Source([str(c) for c in bunch.target_names], samples)
 
@@ -93,11 +90,11 @@ def load_imagefolder_source(
         for label, class_files in files:
             for file in class_files:
                 try:
-                    image, original_size, mode, key = decode_image_file(file, size, channels)
+                    image, original_size, mode = decode_image_file(file, size, channels)
                 except IMAGE_READ_ERRORS:
                     source.skipped.append(str(file))
                     continue
-                yield Sample(image, label, original_size, mode, key)
+                yield Sample(image, label, original_size, mode)
 
     source.samples = decode_all()
     return source
@@ -127,8 +124,7 @@ def load_cifar10_source(path: str | None, image_size: int | None, channels: int 
             except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
                 raise PipelineError(f"CIFAR-10 batch '{file}' is corrupt: {error!r}.") from error
             for image, label in zip(data, labels, strict=True):
-                converted = _convert_pixels(image, size, channels)
-                yield Sample(converted, int(label), "32x32", "RGB", pixel_key(image, "RGB"))
+                yield Sample(_convert_pixels(image, size, channels), int(label), "32x32", "RGB")
 
     with open(batch_dir / "batches.meta", "rb") as handle:
         classes = [name.decode() for name in pickle.load(handle, encoding="bytes")[b"label_names"]]
