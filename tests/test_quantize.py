@@ -81,14 +81,22 @@ def test_int8_export_has_int8_weights_no_fakequantize_and_is_small(resnet_int8) 
     assert (folder / "int8.onnx").stat().st_size <= 0.35 * (folder / "fp32.onnx").stat().st_size
 
 
-def test_onnxruntime_agrees_with_torch_fake_quantized(resnet_int8) -> None:
+def test_onnxruntime_computes_what_torch_fake_quantized_computes(resnet_int8) -> None:
+    """Compared on logits, not only on the top class: ONNX Runtime accumulates in integers and
+    rounds once per layer where torch simulates the rounding in float, so a prediction whose
+    two best logits are nearly tied may flip (3 of 200 on CI's AVX2 machine, none on an
+    AVX-512 VNNI one); a wrong scale, zero point or layout errs by the logits' own size."""
     session = ort.InferenceSession(
         str(resnet_int8["folder"] / "int8.onnx"), providers=["CPUExecutionProvider"]
     )
-    onnx_predictions = session.run(None, {"input": resnet_int8["test"].numpy()})[0].argmax(axis=1)
+    onnx_logits = session.run(None, {"input": resnet_int8["test"].numpy()})[0]
     with torch.no_grad():
-        torch_predictions = resnet_int8["quantized"](resnet_int8["test"]).argmax(dim=1).numpy()
-    assert np.mean(onnx_predictions == torch_predictions) >= 0.99
+        torch_logits = resnet_int8["quantized"](resnet_int8["test"]).numpy()
+    error = np.abs(onnx_logits - torch_logits) / torch_logits.std()
+    print(f"relative logit error: median {np.median(error):.4f}, max {error.max():.4f}")
+    assert np.median(error) < 0.05 and error.max() < 0.5
+    flipped = onnx_logits.argmax(axis=1) != torch_logits.argmax(axis=1)
+    assert flipped.mean() <= 0.05
 
 
 def test_keep_fp32_layers_are_not_quantized_in_the_export(resnet_int8) -> None:

@@ -35,7 +35,10 @@ def onnxruntime_runner(path: Path, threads: int) -> Runner:
 
 
 def openvino_runner(path: Path, threads: int) -> Runner:
-    """The ONNX file read by OpenVINO directly (QDQ INT8 included) and compiled for the CPU."""
+    """The ONNX file read by OpenVINO directly (QDQ INT8 included) and compiled for the CPU, in
+    f32 wherever the model is not INT8: on CPUs with bf16 support (AMX, AVX-512 BF16) OpenVINO
+    otherwise computes in bf16 by default, so the same file would give other logits, and fail
+    to compile some INT8 graphs, on another machine."""
     try:
         import openvino as ov  # the optional extra: imported only when asked for
     except ImportError as error:
@@ -44,7 +47,13 @@ def openvino_runner(path: Path, threads: int) -> Runner:
             "`pip install 'compress-runtime[openvino]'` or choose --runtime onnxruntime."
         ) from error
     compiled = ov.Core().compile_model(
-        str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        str(path),
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        },
     )
     request = compiled.create_infer_request()
     return lambda images: request.infer({0: images})[0].copy()
