@@ -95,6 +95,19 @@ def head_moved(repo: Path, code_commit: str) -> dict | None:
     }
 
 
+def snapshot(path: Path) -> str | None:
+    """A record's text before a promotion writes it (None: it did not exist)."""
+    return path.read_text() if path.exists() else None
+
+
+def restore(path: Path, text: str | None) -> None:
+    """Put a record back as `snapshot` found it, so a failed promotion leaves nothing new."""
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic.write_text(path, text)
+
+
 @task
 def promote(repo: Path, settings: RegistryParams, decision: dict) -> dict:
     """Promote the cycle's new model (`decision`, which holds `code_commit`, the commit the
@@ -109,10 +122,12 @@ def promote(repo: Path, settings: RegistryParams, decision: dict) -> dict:
     push_outs(repo, settings)
     version = next_version(repo, settings.artifact)
     logged = decision | {"version": version, "version_tag": f"{settings.artifact}@{version}"}
-    log = Artifacts(repo).decisions_log
-    log_before = log.read_text() if log.exists() else None
-    card = write_model_card(Artifacts(repo), version, decision["changes"])
-    append_decision(log, logged)
+    artifacts = Artifacts(repo)
+    records_before = {
+        path: snapshot(path) for path in (artifacts.decisions_log, artifacts.model_card)
+    }
+    card = write_model_card(artifacts, version, decision["changes"])
+    append_decision(artifacts.decisions_log, logged)
     new = decision["figures"]["new"]
     try:
         with tags_undone_on_failure(repo):
@@ -126,10 +141,8 @@ def promote(repo: Path, settings: RegistryParams, decision: dict) -> dict:
     except BaseException:
         if git(repo, "rev-parse", "HEAD") != code_commit:
             git(repo, "reset", "--soft", code_commit)
-        if log_before is None:
-            log.unlink(missing_ok=True)
-        else:
-            atomic.write_text(log, log_before)
+        for path, text in records_before.items():
+            restore(path, text)
         raise
     create_markdown_artifact(
         key="model-card", markdown=card.read_text(), description=f"{settings.artifact} {version}"

@@ -19,7 +19,7 @@ from compress.core.distributed import launched_by_torchrun, rank_zero_writes
 from compress.core.errors import PipelineError
 from compress.runtime.errors import InputError, exit_for
 
-QUIET_LIBRARIES = ("great_expectations", "torch_pruning", "nncf")
+QUIET_LIBRARIES = ("great_expectations", "torch_pruning", "nncf", "httpx")
 
 
 def configure_logging() -> None:
