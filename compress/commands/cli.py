@@ -6,6 +6,7 @@ compress rollback [--to VERSION]            (the registry's production stage bac
 compress approve FLOW_RUN_ID [--reject] [--approver NAME] [--reason TEXT]
                                             (answer a model-update cycle waiting for approval)
 compress model-card [--version VERSION]     (reports/model_card.md of the shipped model)
+compress results-table [--write]            (the README's results table from metrics/*.json)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from compress.config.file import PARAMS_FILE, load_sections
 from compress.config.params import SECTIONS, load_params
 from compress.config.registry import RegistryParams
 from compress.core.artifacts import Artifacts
+from compress.evaluation.summary_table import results_table, write_results_table
 from compress.registry.model_card import write_model_card
 from compress.registry.versions import rollback
 from compress.runtime.errors import InputError
@@ -68,6 +70,17 @@ def model_card_command(args: argparse.Namespace) -> None:
     print(f"Wrote {written}")
 
 
+def results_table_command(args: argparse.Namespace) -> None:
+    """Print the table, or put it into the README between its markers."""
+    metrics, readme = args.repo / "metrics", args.repo / "README.md"
+    if not args.write:
+        print(results_table(metrics))
+    elif write_results_table(readme, metrics):
+        print(f"Rewrote the results table in {readme} from {metrics}/*.json.")
+    else:
+        print(f"The results table in {readme} already matches {metrics}/*.json.")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="compress", description=__doc__.split("\n")[0])
     commands = top.add_subparsers(dest="command", required=True)
@@ -93,6 +106,14 @@ def parser() -> argparse.ArgumentParser:
     card.add_argument("--version", help="the registry version it describes, if any")
     card.add_argument("--repo", type=Path, default=Path("."))
     card.set_defaults(run=model_card_command)
+    table = commands.add_parser(
+        "results-table", help="the README's results table, generated from metrics/*.json"
+    )
+    table.add_argument(
+        "--write", action="store_true", help="rewrite it in README.md instead of printing it"
+    )
+    table.add_argument("--repo", type=Path, default=Path("."), help="the repository root")
+    table.set_defaults(run=results_table_command)
     return top
 
 
