@@ -31,6 +31,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
+from prefect.client.schemas.objects import State
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 
@@ -41,7 +42,11 @@ from compress.config.search import SearchParams, checked_search
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.search.recipe_search import (
+    CONFIRMATION_SETTINGS,
     GOALS,
+    TRIAL_SETTINGS,
+    best_trial,
+    confirmation_result,
     distributions,
     flat_row,
     open_study,
@@ -55,8 +60,9 @@ REPORT_DIR = Path("reports/search")
 POLL_SECONDS = 5
 
 
-def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params: dict) -> str:
-    name, record = f"{study}-t{trial.number}", f"{study}-trial-{trial.number}"
+def start_run(deployment: str, repo: Path, params: dict, name: str, record: str) -> str:
+    """A flow run of the trial deployment: the pipeline with `params` as experiment `name`,
+    its result published under the artifact key `record`. Returns the flow run's id."""
     run = run_deployment(
         deployment,
         parameters={"repo": str(repo), "params": params, "experiment": name, "record": record},
@@ -64,15 +70,25 @@ def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params:
         as_subflow=False,
         flow_run_name=name,
     )
-    trial.set_user_attr("flow_run_id", str(run.id))
-    trial.set_user_attr("record", record)
     return str(run.id)
+
+
+def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params: dict) -> str:
+    name, record = f"{study}-t{trial.number}", f"{study}-trial-{trial.number}"
+    run_id = start_run(deployment, repo, params | TRIAL_SETTINGS, name, record)
+    trial.set_user_attr("flow_run_id", run_id)
+    trial.set_user_attr("record", record)
+    return run_id
+
+
+def read_state(run_id: str) -> State:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
 
 
 def flow_run(run_id: str) -> tuple[bool, str]:
     """(finished, state name) of a trial's flow run."""
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(run_id).state
+    state = read_state(run_id)
     return state.is_final(), state.type.value
 
 
@@ -99,7 +115,8 @@ def finish(study: optuna.Study, trial: optuna.Trial, state: str, search: SearchP
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
     model = trial_model(record["evaluation"], search)
-    row = {"trial": trial.number, "experiment": record["experiment"], "params": record["overrides"]}
+    params = {k: v for k, v in record["overrides"].items() if k not in TRIAL_SETTINGS}
+    row = {"trial": trial.number, "experiment": record["experiment"], "params": params}
     row |= {key: value for key, value in model.items() if key != "values"}
     row |= {key: record[key] for key in ("stages_ran", "stages_skipped", "seconds")}
     trial.set_user_attr("row", row)
@@ -210,13 +227,48 @@ def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
     workers = start_workers(settings.work_pool, settings.workers) if settings.start_workers else []
     try:
         run_trials(optuna_study, settings, deployment, root, study, workers)
+        completed = optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        rows = [trial.user_attrs["row"] for trial in completed]
+        best = best_trial(rows, settings.objective)
+        confirmation = best and confirm(optuna_study, best, deployment, root, workers)
     finally:
         stop_workers(workers)
-    completed = optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    rows = [trial.user_attrs["row"] for trial in completed]
-    best = write_search_report(rows, settings, root / REPORT_DIR)
+    best = write_search_report(rows, settings, confirmation, root / REPORT_DIR)
     publish(rows, root / REPORT_DIR)
     return {"trials": len(rows), "best": best}
+
+
+def confirm(
+    study: optuna.Study, best: dict, deployment: str, repo: Path, workers: list[subprocess.Popen]
+) -> dict:
+    """The best trial read on the test split, once: its params rerun with evaluate's
+    confirmation (the other stages come back from DVC's run cache). A resumed search whose best
+    trial is unchanged reuses the confirmation kept in the study."""
+    kept = study.user_attrs.get("confirmation")
+    if kept and kept["trial"] == best["trial"]:
+        return kept
+    name = f"{study.study_name}-t{best['trial']}-confirmed"
+    run_id = start_run(deployment, repo, best["params"] | CONFIRMATION_SETTINGS, name, name)
+    get_run_logger().info("Confirming trial %d on the test split: %s", best["trial"], name)
+    state = wait_for(run_id, workers)
+    record = read_record(name, run_id) if state.type.value == "COMPLETED" else None
+    result = confirmation_result(best["trial"], name, record, state.message or state.name)
+    study.set_user_attr("confirmation", result)
+    return result
+
+
+def wait_for(run_id: str, workers: list[subprocess.Popen]) -> State:
+    """The final state of a flow run, polled while a worker can still run it."""
+    while True:
+        state = read_state(run_id)
+        if state.is_final():
+            return state
+        if workers and all(worker.poll() is not None for worker in workers):
+            raise PipelineError(
+                "Every local worker exited before the best trial's confirmation ran; run the "
+                "search again to confirm it."
+            )
+        time.sleep(POLL_SECONDS)
 
 
 def publish(rows: list[dict], folder: Path) -> None:

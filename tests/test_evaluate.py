@@ -108,6 +108,18 @@ def test_the_choice_is_made_on_validation_and_test_only_confirms_it() -> None:
     assert "max_class_drop by 6 pt" in decision_summary(selection, failing)
 
 
+def test_a_search_trial_chooses_on_validation_and_never_stops_on_test() -> None:
+    """Without confirmation (a search trial) a choice that fails on test is still the trial's
+    answer; the test split judged nothing, and the summary says the search confirms it."""
+    selection = {"teacher": REFERENCE, **CANDIDATES}
+    failing = {"teacher": REFERENCE, "small": _candidate(0.95, 0.9, 0.02, 10, 3.0)}
+    trial = gate_decision(selection, failing, "teacher", GATE, "smallest", confirm_on_test=False)
+    assert (trial["chosen"], trial["shipped"], trial["test_failures"]) == ("small", "small", {})
+    assert "the search confirms its best trial there, once" in trial["summary"]
+    confirmed = gate_decision(selection, failing, "teacher", GATE, "smallest")
+    assert (confirmed["shipped"], confirmed["confirm_on_test"]) == (None, True)
+
+
 def decision_summary(selection: dict, test: dict) -> str:
     return gate_decision(selection, test, "teacher", GATE, "smallest")["summary"]
 

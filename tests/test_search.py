@@ -27,6 +27,7 @@ from compress.search.recipe_search import (
     open_study,
     overrides,
     trial_model,
+    trial_summary,
     trials_front,
 )
 from flows.compress import compress
@@ -73,7 +74,27 @@ def test_trials_are_ranked_on_validation_not_test() -> None:
         before["passes"],
         before["values"],
     )
-    assert after["test_accuracy"] == 0.1 != before["test_accuracy"]
+    assert not any("test" in key for key in after)  # a trial's row carries no test figure
+
+
+def test_a_trials_record_carries_test_figures_only_from_a_confirmation() -> None:
+    """The record a trial publishes for the search: no test figure when its evaluate did not
+    confirm on test (every trial), the shipped candidate's test figures when it did."""
+    trial = json.loads(json.dumps(EVALUATION))
+    trial["decision"]["confirm_on_test"] = False
+    summary = trial_summary(trial)
+    assert "test" not in summary
+    for candidate in summary["candidates"].values():
+        assert "accuracy" not in candidate and "accuracy_drop_points" not in candidate["vs_teacher"]
+    confirmed = trial_summary(EVALUATION)
+    shipped = EVALUATION["decision"]["shipped"]
+    assert confirmed["test"] == {
+        "candidate": shipped,
+        "accuracy": EVALUATION["candidates"][shipped]["accuracy"],
+        "accuracy_drop_points": EVALUATION["candidates"][shipped]["vs_teacher"][
+            "accuracy_drop_points"
+        ],
+    }
 
 
 def test_best_trial_and_front_across_trials() -> None:
@@ -261,10 +282,17 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     best = json.loads((repo / "reports/search/best.json").read_text())
     passing = [row for row in rows if row["passes"]]
     assert best["size_bytes"] == min(row["size_bytes"] for row in passing)
-    assert f"dvc exp apply {best['experiment']}" in (repo / "reports/search/trials.md").read_text()
+    # the best trial, read on test once: its params rerun with evaluate's confirmation
+    confirmation = best["confirmation"]
+    assert confirmation["passes"] and confirmation["trial"] == best["trial"], confirmation
+    assert confirmation["experiment"] == f"search-t{best['trial']}-confirmed"
+    assert confirmation["test"]["candidate"] == best["candidate"]
+    report = (repo / "reports/search/trials.md").read_text()
+    assert "Confirmation on test: passes" in report
+    assert f"dvc exp apply {confirmation['experiment']}" in report
     assert (repo / "reports/search/pareto.png").stat().st_size > 10_000
 
-    applied = _run(repo, "dvc", "exp", "apply", best["experiment"])
+    applied = _run(repo, "dvc", "exp", "apply", confirmation["experiment"])
     assert applied.returncode == 0, applied.stderr
     evaluation = json.loads(Artifacts(repo).evaluate_metrics.read_text())
     again = trial_model(evaluation, SearchParams(max_accuracy_drop=1.0))

@@ -36,6 +36,9 @@ class EvaluateParams(Section):
         default_factory=lambda: ["onnxruntime", "openvino"], min_length=1
     )
     target_runtime: Runtime = "onnxruntime"  # whose figures the gate and the objective use
+    # false in a search trial: the choice is made on validation alone and nothing stops the trial,
+    # so the sampler learns from every recipe; the search confirms its best trial on test, once
+    confirm_on_test: bool = True
 
     @model_validator(mode="after")
     def _target_among_runtimes(self) -> EvaluateParams:

@@ -117,18 +117,21 @@ def gate_decision(
     reference: str,
     gate: AcceptanceGate,
     objective: str,
+    confirm_on_test: bool = True,
 ) -> dict:
     """Choose on validation, confirm on test. Every candidate but the reference goes through
     the acceptance gate on the selection (validation) figures and the objective picks among
     those that pass; only the chosen one is then judged on the test split, once, and ships
-    only when it passes there too. The summary says which split decided what."""
+    only when it passes there too. Without `confirm_on_test` (a search trial) the test split
+    judges nothing: the search confirms its best trial alone. The summary says which split
+    decided what."""
     selection_failures = _failures_against(selection, reference, gate)
     chosen = choose({n: selection[n] for n in selection_failures}, selection_failures, objective)
     test_failures = (
         _failures_against({reference: test[reference], chosen: test[chosen]}, reference, gate)[
             chosen
         ]
-        if chosen
+        if chosen and confirm_on_test
         else {}
     )
     shipped = chosen if chosen and not test_failures else None
@@ -147,6 +150,12 @@ def gate_decision(
             f"{passing} that pass there), but it fails the gate on the test split: misses "
             f"{_miss(test_failures)}. Nothing ships."
         )
+    elif not confirm_on_test:
+        summary = (
+            f"Chosen on validation: **{chosen}** (the {objective.replace('_', ' ')} of the "
+            f"{passing} that pass there); not judged on the test split (a search trial: the "
+            "search confirms its best trial there, once)."
+        )
     else:
         summary = (
             f"Shipped **{shipped}**: chosen on the validation split as the "
@@ -159,6 +168,7 @@ def gate_decision(
         "chosen": chosen,
         "selection_failures": selection_failures,
         "test_failures": test_failures,
+        "confirm_on_test": confirm_on_test,
         "shipped": shipped,
         "summary": summary,
     }

@@ -81,14 +81,13 @@ def open_study(journal: Path, name: str, seed: int) -> optuna.Study:
 
 def candidate_figures(name: str, candidate: dict) -> dict[str, Any]:
     """A recipe candidate as the search ranks it: accuracy and drop on the validation split
-    (evaluate's selection figures), size and speed; the test figures ride along, unused."""
+    (evaluate's selection figures), size and speed; no test figure (the search confirms its
+    best trial on test, once)."""
     versus, selection = candidate["vs_teacher"], candidate["selection"]
     return {
         "candidate": name,
         "accuracy": selection["accuracy"],
         "accuracy_drop": selection["drop_interval"]["drop"],
-        "test_accuracy": candidate["accuracy"],
-        "test_accuracy_drop": versus["accuracy_drop_points"] / 100,
         "size_bytes": candidate["size_bytes"],
         "latency_p50_ms_batch_1": candidate["latency"]["batch_1"]["p50_ms"],
         "x_smaller": versus["size_x_smaller"],
@@ -156,34 +155,70 @@ def trials_front(rows: list[dict], objective: str) -> list[str]:
     return pareto_front({row["trial"]: (row["accuracy"], row[cost_key]) for row in rows})
 
 
+# what the search adds to every trial's params: choose on validation, never stop on test
+TRIAL_SETTINGS = {"evaluate.confirm_on_test": False}
+CONFIRMATION_SETTINGS = {"evaluate.confirm_on_test": True}
+
+
 def trial_summary(evaluation: dict) -> dict:
-    """What a trial reports back through Prefect: the recipe candidates' figures only."""
-    return {
+    """What a trial reports back through Prefect: the recipe candidates' selection figures,
+    size and speed, and evaluate's decision; test figures only from a confirmation run."""
+    candidates = evaluation["candidates"]
+    decision = evaluation["decision"]
+    summary = {
         "candidates": {
             name: {
-                "accuracy": candidate["accuracy"],
                 "size_bytes": candidate["size_bytes"],
                 "latency": {"batch_1": candidate["latency"]["batch_1"]},
-                "vs_teacher": candidate["vs_teacher"],
+                "vs_teacher": {
+                    key: candidate["vs_teacher"][key]
+                    for key in ("size_x_smaller", "latency_batch_1_x_faster")
+                },
                 "selection": {
                     "accuracy": candidate["selection"]["accuracy"],
                     "drop_interval": {"drop": candidate["selection"]["drop_interval"]["drop"]},
                 },
             }
-            for name, candidate in evaluation["candidates"].items()
+            for name, candidate in candidates.items()
             if name in RECIPE_CANDIDATES
+        },
+        "decision": {key: decision[key] for key in ("chosen", "shipped", "summary")},
+    }
+    if decision.get("confirm_on_test", True) and decision["shipped"]:
+        shipped = candidates[decision["shipped"]]
+        summary["test"] = {
+            "candidate": decision["shipped"],
+            "accuracy": shipped["accuracy"],
+            "accuracy_drop_points": shipped["vs_teacher"]["accuracy_drop_points"],
         }
+    return summary
+
+
+def confirmation_result(trial: int, experiment: str, record: dict | None, failure: str) -> dict:
+    """The best trial's one reading of the test split: its params rerun with evaluate's
+    confirmation (only evaluate reruns); `record` is None when that run failed (`failure`)."""
+    result = {"trial": trial, "experiment": experiment}
+    if record is None:
+        return result | {"passes": False, "summary": failure}
+    return result | {
+        "passes": True,
+        "summary": record["evaluation"]["decision"]["summary"],
+        "test": record["evaluation"]["test"],
     }
 
 
-def write_search_report(rows: list[dict], search: SearchParams, folder: Path) -> dict | None:
-    """trials.csv, trials.md (the table, the front, the best trial and how to apply it),
-    pareto.png and best.json under `folder`. Returns the best trial's row."""
+def write_search_report(
+    rows: list[dict], search: SearchParams, confirmation: dict | None, folder: Path
+) -> dict | None:
+    """trials.csv, trials.md (the table, the front, the best trial, its confirmation on test
+    and how to apply it), pareto.png and best.json under `folder`. Returns the best trial's
+    row with its confirmation."""
     best = best_trial(rows, search.objective)
     front = trials_front(rows, search.objective) if rows else []
     cost_key, cost_label = COSTS[search.objective]
     atomic.write_csv(folder / "trials.csv", [flat_row(row) for row in rows])
     trials_plot(rows, cost_key, cost_label, front, best and best["trial"], folder / "pareto.png")
+    best = best and best | {"confirmation": confirmation}
     atomic.write_json(folder / "best.json", best)
     atomic.write_text(folder / "trials.md", search_markdown(rows, front, best, search))
     return best
@@ -208,26 +243,50 @@ def search_markdown(
         "",
         f"Goals: {', '.join(goals)}; objective: {search.objective}. {len(rows)} trials.",
         "",
-        "Ranked on the validation split; test accuracy is shown, not used.",
+        "Trials are ranked on the validation split; the test split is read once, to confirm "
+        "the best trial.",
         "",
-        "| trial | params | model | val accuracy | val drop (pt) | test accuracy | size (bytes) | x smaller | x faster b1 | stages run / skipped | passes | front |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| trial | params | model | val accuracy | val drop (pt) | size (bytes) | x smaller | x faster b1 | stages run / skipped | passes | front |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["params"].items())
         lines.append(
             f"| {row['trial']} | {params} | {row['candidate']} | {row['accuracy']:.4f} | "
-            f"{row['accuracy_drop'] * 100:.2f} | {row['test_accuracy']:.4f} | {row['size_bytes']:,} | {row['x_smaller']:.1f} | "
+            f"{row['accuracy_drop'] * 100:.2f} | {row['size_bytes']:,} | {row['x_smaller']:.1f} | "
             f"{row['x_faster_batch_1']:.1f} | {len(row['stages_ran'])} / {len(row['stages_skipped'])} | "
             f"{'yes' if row['passes'] else 'no'} | {'*' if row['trial'] in front else ''} |"
         )
-    if best:
-        lines += [
-            "",
-            f"**Best: {best['trial']}** ({best['candidate']}, {best['x_smaller']:.1f}x smaller, "
-            f"{best['x_faster_batch_1']:.1f}x faster at batch 1, -{best['accuracy_drop'] * 100:.2f} pt). "
-            f"Bring it into the workspace with `dvc exp apply {best['experiment']}`.",
-        ]
-    else:
-        lines += ["", "No trial meets the goals."]
+    lines += ["", *best_lines(best)]
     return "\n".join(lines) + "\n"
+
+
+def best_lines(best: dict | None) -> list[str]:
+    """The best trial, its confirmation on test and what to do next."""
+    if not best:
+        return ["No trial meets the goals."]
+    lines = [
+        f"**Best on validation: trial {best['trial']}** ({best['candidate']}, "
+        f"{best['x_smaller']:.1f}x smaller, {best['x_faster_batch_1']:.1f}x faster at batch 1, "
+        f"-{best['accuracy_drop'] * 100:.2f} pt on validation)."
+    ]
+    confirmation = best["confirmation"]
+    if confirmation is None:
+        return [*lines, "", "Not confirmed on test yet: run the search again to confirm it."]
+    if not confirmation["passes"]:
+        return [
+            *lines,
+            "",
+            f"**Confirmation on test: fails** (experiment `{confirmation['experiment']}`): "
+            f"{confirmation['summary']} Keep the current recipe, or widen the search.",
+        ]
+    test = confirmation["test"]
+    return [
+        *lines,
+        "",
+        f"**Confirmation on test: passes** ({test['candidate']}, test accuracy "
+        f"{test['accuracy']:.4f}, -{test['accuracy_drop_points']:.2f} pt against the teacher): "
+        f"{confirmation['summary']}",
+        "",
+        f"Bring it into the workspace with `dvc exp apply {confirmation['experiment']}`.",
+    ]
