@@ -10,6 +10,16 @@ from pydantic import Field, model_validator
 from compress.config.section import Section
 
 
+class NearDuplicateParams(Section):
+    # pairs of a training image and a validation or test image within this many bits of their
+    # 64-bit perceptual hashes are reported (10: resized and re-encoded copies, and most
+    # one-pixel shifts, of detailed pictures; unrelated pictures are further apart)
+    max_distance: int = Field(10, ge=0, le=32)
+    # more pairs than this stops prepare; null: report only (the default, because small,
+    # low-detail images such as the 8x8 digits hash alike without being copies)
+    max_pairs: int | None = Field(None, ge=0)
+
+
 class AugmentParams(Section):
     crop_padding: int = Field(1, ge=0, le=64)
     horizontal_flip: bool = False
@@ -29,6 +39,7 @@ class DataParams(Section):
     split_false_alarm: float = Field(0.01, gt=0.0, lt=0.5)  # per data set, the split checks
     max_bad_fraction: float = Field(0.01, ge=0.0, lt=1.0)
     min_per_class: int = Field(10, ge=1, le=1_000_000)
+    near_duplicates: NearDuplicateParams = Field(default_factory=NearDuplicateParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     seed: int = 0
 

@@ -22,12 +22,14 @@ DIGITS_SIZE = 16
 @dataclass
 class Sample:
     """One image as a source read it: (C, H, W) uint8 pixels (float32 in [0, 1] for a source
-    whose pixels are not 8-bit), its label, and the file's own size ("WxH") and mode."""
+    whose pixels are not 8-bit), its label, the file's own size ("WxH") and mode, and a name
+    a person can find it by (a path under data.path, or a batch file and index)."""
 
     image: np.ndarray
     label: int
     size: str
     mode: str
+    name: str
 
 
 @dataclass
@@ -53,8 +55,8 @@ def load_digits_source(path: str | None, image_size: int | None, channels: int |
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
     images = _resize(_to_channels(images, channels or 1), image_size or DIGITS_SIZE)
     samples = (
-        Sample(image, int(label), "8x8", "L")
-        for image, label in zip(images, bunch.target, strict=True)
+        Sample(image, int(label), "8x8", "L", f"digits[{index}]")
+        for index, (image, label) in enumerate(zip(images, bunch.target, strict=True))
     )
     return Source([str(c) for c in bunch.target_names], samples)
 
@@ -94,7 +96,7 @@ def load_imagefolder_source(
                 except IMAGE_READ_ERRORS:
                     source.skipped.append(str(file))
                     continue
-                yield Sample(image, label, original_size, mode)
+                yield Sample(image, label, original_size, mode, str(file.relative_to(root)))
 
     source.samples = decode_all()
     return source
@@ -123,8 +125,9 @@ def load_cifar10_source(path: str | None, image_size: int | None, channels: int 
                 labels = list(batch[b"labels"])
             except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
                 raise PipelineError(f"CIFAR-10 batch '{file}' is corrupt: {error!r}.") from error
-            for image, label in zip(data, labels, strict=True):
-                yield Sample(_convert_pixels(image, size, channels), int(label), "32x32", "RGB")
+            for index, (image, label) in enumerate(zip(data, labels, strict=True)):
+                pixels = _convert_pixels(image, size, channels)
+                yield Sample(pixels, int(label), "32x32", "RGB", f"{file.name}[{index}]")
 
     with open(batch_dir / "batches.meta", "rb") as handle:
         classes = [name.decode() for name in pickle.load(handle, encoding="bytes")[b"label_names"]]

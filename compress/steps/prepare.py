@@ -31,6 +31,7 @@ from compress.data.checks import (
     sample_rows,
     validate_splits,
 )
+from compress.data.near_duplicates import near_duplicate_message, split_near_duplicates
 from compress.data.profile import source_profile, split_profile
 from compress.data.shards import ShardReader, ShardWriter
 from compress.data.sources import Source, load_source
@@ -61,6 +62,7 @@ def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.Data
                 sample_rows(images, labels).assign(
                     size=[sample.size for sample in batch],
                     mode=[sample.mode for sample in batch],
+                    name=[sample.name for sample in batch],
                     official_test=official,
                 )
             )
@@ -210,7 +212,8 @@ def prepare(params: DataParams, artifacts: Artifacts) -> dict[str, int]:
         splits = split_data(rows, kept, params, len(source.classes))
         split_rows = {name: rows.iloc[p].reset_index(drop=True) for name, p in splits.items()}
         official = bool(rows["official_test"].any())
-        _check(split_rows, source, (dropped, test_copies), params, artifacts, official)
+        near = split_near_duplicates(staged, splits, rows["name"], params.near_duplicates)
+        _check(split_rows, source, (dropped, test_copies), near, params, artifacts, official)
         profiles = write_prepared(
             splits, staged, rows, source.classes, params.source, artifacts.prepared_dir
         )
@@ -226,12 +229,14 @@ def _check(
     split_rows: dict[str, pd.DataFrame],
     source: Source,
     dropped: tuple[int, int],
+    near: dict,
     params: DataParams,
     artifacts: Artifacts,
     official_test: bool,
 ) -> None:
-    """Great Expectations on every split's rows; metrics/data_checks.json either way, with
-    the duplicates and the copies of official test images dropped (`dropped`)."""
+    """Great Expectations on every split's rows and the near-duplicate report's limit;
+    metrics/data_checks.json either way, with the duplicates and the copies of official test
+    images dropped (`dropped`)."""
     fractions = split_fractions(params.val_fraction, params.test_fraction, official_test)
     results = validate_splits(
         split_rows,
@@ -240,7 +245,7 @@ def _check(
         fractions,
         params.split_false_alarm,
     )
-    passed = all(result.success for result in results)
+    passed = all(result.success for result in results) and not near["stops"]
     atomic.write_json(
         artifacts.data_checks,
         {
@@ -248,12 +253,15 @@ def _check(
             "duplicates_dropped": dropped[0],
             "official_test_copies_dropped": dropped[1],
             "unreadable_files": {"count": len(source.skipped), "first": source.skipped[:10]},
+            "near_duplicates": near,
             "counts": {name: int(len(frame)) for name, frame in split_rows.items()},
             "checks": [asdict(result) for result in results],
         },
     )
     if not passed:
-        raise PipelineError(failure_report(results) + _balance_hint(results))
+        classes_failed = not all(result.success for result in results)
+        report = failure_report(results) + _balance_hint(results) if classes_failed else ""
+        raise PipelineError((report + near_duplicate_message(near)).strip())
 
 
 def _balance_hint(results: list[CheckResult]) -> str:
