@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compress.evaluation.summary_table import REWRITE_COMMAND, results_table, with_results_table
 
@@ -211,4 +212,27 @@ def test_readme_results_table_is_the_committed_metrics() -> None:
     assert text == expected, (
         f"README.md's results table differs from metrics/*.json: run `{REWRITE_COMMAND}` "
         "and commit README.md."
+    )
+
+
+def _keys(section: dict, prefix: str = "") -> set[str]:
+    """Every key of a params section, nested ones dotted."""
+    keys = set()
+    for key, value in section.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= _keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def test_readme_image_folder_block_is_a_complete_data_section() -> None:
+    """Day 2's `data:` block holds every key of params.yaml's section, no more, so a newcomer can
+    paste it whole."""
+    blocks = re.findall(r"```yaml\n(data:\n.*?)```", README.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1, "README.md needs one ```yaml block starting with data:"
+    shown = yaml.safe_load(blocks[0])["data"]
+    committed = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["data"]
+    assert _keys(shown) == _keys(committed), (
+        f"README.md's data: block differs from params.yaml's keys: missing "
+        f"{sorted(_keys(committed) - _keys(shown))}, extra {sorted(_keys(shown) - _keys(committed))}"
     )
