@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
+from onnx import numpy_helper
 from PIL import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -498,18 +500,31 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     ]
 
 
-def _evaluated_copy(repo: Path, folder: Path, relabel_test: bool) -> dict:
-    """evaluate (objective most_accurate, a gate everything passes) on a copy of the
-    pipeline's data and models, the test split's labels shifted by one class on request."""
+LAX_GATE = AcceptanceGate(max_accuracy_drop=1.0, max_class_drop=1.0, max_ece_increase=1.0)
+
+
+def _evaluated_copy(
+    repo: Path,
+    folder: Path,
+    relabel_test: bool,
+    gate: AcceptanceGate = LAX_GATE,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    """evaluate (objective most_accurate, by default a gate everything passes) on a copy of
+    the pipeline's data and models, the test split's labels shifted by one class on request,
+    with `extra` candidates made by `_wrong_model` under models/input/."""
     for name in ("data", "models"):
         shutil.copytree(repo / name, folder / name)
     shutil.copy(repo / "params.yaml", folder / "params.yaml")  # its hash is the provenance
     if relabel_test:
         labels_file = folder / "data/prepared/test.labels.npy"
         np.save(labels_file, (np.load(labels_file) + 1) % 10)
+    for name in extra:
+        _wrong_model(folder / "models/teacher.onnx", folder / "models/input" / name)
     params = EvaluateParams(
         objective="most_accurate",
-        gate=AcceptanceGate(max_accuracy_drop=1.0, max_class_drop=1.0, max_ece_increase=1.0),
+        gate=gate,
+        extra_candidates=[f"models/input/{name}" for name in extra],
         batch_sizes=[1],
         warmup_runs=1,
         timed_runs=3,
@@ -517,6 +532,36 @@ def _evaluated_copy(repo: Path, folder: Path, relabel_test: bool) -> dict:
         runtimes=["onnxruntime"],
     )
     return evaluate(params, Artifacts(folder))
+
+
+def _wrong_model(source: Path, target: Path) -> None:
+    """A model with its classifier's rows rolled by one: every prediction is the next class,
+    a model that runs and answers wrongly."""
+    model = onnx.load(str(source))
+    for tensor in model.graph.initializer:
+        if tensor.dims and tensor.dims[0] == 10 and len(tensor.dims) <= 2:  # 10 digit classes
+            values = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(np.roll(values, 1, axis=0), tensor.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+
+
+def test_a_wrong_model_fails_a_real_gate(pipeline, tmp_path: Path) -> None:
+    """A real gate (5 pt accuracy, 30 pt per class) on the tiny pipeline, with the teacher's
+    classifier rolled by one class as an extra candidate: the wrong model fails on validation,
+    on accuracy and per class; the teacher's INT8 copy passes and is chosen. (The gate in the
+    other tests lets everything pass: one-epoch students are near chance, and they are there
+    to test orchestration.)"""
+    repo, _ = pipeline
+    gate = AcceptanceGate(max_accuracy_drop=0.05, max_class_drop=0.3, max_ece_increase=1.0)
+    result = _evaluated_copy(repo, tmp_path / "wrong", False, gate, extra=("wrong.onnx",))
+    decision, candidates = result["decision"], result["candidates"]
+    reference = candidates["teacher_fp32"]["selection"]["accuracy"]
+    assert candidates["extra:wrong"]["selection"]["accuracy"] < reference - 0.2
+    failures = decision["selection_failures"]
+    assert {"max_accuracy_drop", "max_class_drop"} <= set(failures["extra:wrong"])
+    assert not failures["teacher_int8"], failures
+    assert decision["chosen"] == decision["shipped"] == "teacher_int8"
 
 
 def test_test_labels_cannot_change_which_candidate_is_chosen(pipeline, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ that rebuilds in a fresh process with weights_only=True, and the stage on real d
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from compress.config.prune import PruneParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.models.builders import build_model, classifier_layer, count_macs_params
-from compress.models.checkpoints import load_model, save_checkpoint
+from compress.models.checkpoints import architecture, load_model, save_checkpoint
 from compress.models.onnx_export import export_onnx
 from compress.steps.distill import distill
 from compress.steps.prune import prune
@@ -150,6 +151,72 @@ def test_stage_prunes_the_distilled_student(distilled_copy: Artifacts) -> None:
     assert all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
     assert artifacts.prune_plot.read_text().startswith("round,macs,params,")
     _check_against_the_written_files(metrics, artifacts)
+
+
+LIVE_TEACHER = DistillParams(epochs=1, teacher_views=None)  # the KD loss runs the teacher
+
+
+def _noisy_teacher(artifacts: Artifacts) -> None:
+    """The teacher's weights replaced by noise in place: any loss that reads its outputs
+    changes."""
+    payload = torch.load(artifacts.teacher_pt, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    payload["state_dict"] = {
+        key: torch.randn(value.shape, generator=generator) if value.is_floating_point() else value
+        for key, value in payload["state_dict"].items()
+    }
+    torch.save(payload, artifacts.teacher_pt)
+
+
+def test_the_labels_only_control_reads_no_teacher_output(
+    distilled_copy: Artifacts, tmp_path: Path
+) -> None:
+    """`prune.control`: the same rounds from the same start, fine-tuned on labels alone. Run
+    twice, the second time with the teacher's weights replaced by noise: the distillation
+    fine-tuning changes, the control's rounds do not, to the last digit, so its loss never
+    reads the teacher. Its figures land in metrics/prune.json beside the KD fine-tune's."""
+    params = PruneParams(target_ratio=0.5, rounds=1, finetune_epochs=1, control=True)
+    first = prune(params, LIVE_TEACHER, NO_FLIP, TINY_BENCH, distilled_copy)
+    _noisy_teacher(distilled_copy)
+    second = prune(params, LIVE_TEACHER, NO_FLIP, TINY_BENCH, distilled_copy)
+
+    assert second["labels_only_control"] == first["labels_only_control"]
+    assert second["rounds"] != first["rounds"]  # the KD fine-tune did read the noisy teacher
+    written = json.loads(distilled_copy.prune_metrics.read_text())
+    control = written["labels_only_control"]
+    assert [row["round"] for row in control["rounds"]] == [0, 1]
+    assert control["rounds"][1]["macs"] == written["rounds"][1]["macs"]  # the same cut
+    gain = written["kd_finetune_gain_points"]
+    assert gain["test"] == round(
+        (written["pruned"]["test_accuracy"] - control["test_accuracy"]) * 100, 2
+    )
+
+
+def test_pruning_starts_from_the_control_when_distillation_did_worse(
+    distilled_copy: Artifacts,
+) -> None:
+    """The distilled student made worse on purpose (its weights scaled down 100x), the good one
+    saved as the control: pruning starts from the control, says so and why, on validation."""
+    artifacts = distilled_copy
+    _, payload = load_model(artifacts.student_pt)
+    artifacts.control_pt.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(artifacts.student_pt, artifacts.control_pt)
+    worse, _ = load_model(artifacts.student_pt)
+    with torch.no_grad():
+        for parameter in worse.parameters():
+            parameter.mul_(0.01)
+    save_checkpoint(
+        artifacts.student_pt, worse, payload["arch"], SHAPE, 10, **architecture(payload)
+    )
+    params = PruneParams(target_ratio=0.5, rounds=1, finetune_epochs=1, control=False)
+    metrics = prune(params, DistillParams(epochs=1), NO_FLIP, TINY_BENCH, artifacts)
+
+    start = metrics["start"]
+    assert start["model"] == "control", start
+    assert start["val_accuracy"]["control"] > start["val_accuracy"]["distilled"]
+    assert "more accurate on validation" in start["why"]
+    assert metrics["rounds"][0]["val_accuracy_pruned"] == start["val_accuracy"]["control"]
+    assert "labels_only_control" not in metrics
 
 
 def _check_against_the_written_files(metrics: dict, artifacts: Artifacts) -> None:

@@ -24,4 +24,7 @@ class PruneParams(Section):
     max_layer_ratio: float = Field(0.8, gt=0.0, le=1.0)
     round_to: int | None = Field(8, ge=1, le=256)
     taylor_batches: int = Field(4, ge=1, le=1000)
+    # also run the same rounds from the same start fine-tuned on labels alone: what the
+    # distillation loss adds to the recovery, in metrics/prune.json
+    control: bool = True
     seed: int = 0

@@ -47,11 +47,11 @@ from compress.train.loop import (
     CPU,
     Compute,
     Schedule,
-    cross_entropy_objective,
     fit,
     predict,
     seed_everything,
 )
+from compress.train.teacher_recipe import teacher_objective
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,17 @@ def baseline(
         log.info("Loaded teacher '%s' from %s", params.arch, checkpoint)
     else:
         log.info("Training teacher '%s' for %d epochs", params.arch, params.epochs)
-        schedule = Schedule(params.epochs, params.lr, params.weight_decay, patience=params.patience)
-        result = fit(
-            model, cross_entropy_objective, train_loader, val_loader, schedule, "teacher", compute
+        schedule = Schedule(
+            params.epochs,
+            params.lr,
+            params.weight_decay,
+            warmup_epochs=params.warmup_epochs,
+            patience=params.patience,
         )
+        objective = teacher_objective(
+            params.label_smoothing, params.mixup_alpha, params.cutmix_alpha, info.num_classes
+        )
+        result = fit(model, objective, train_loader, val_loader, schedule, "teacher", compute)
         history, train_seconds = result.history, result.seconds
 
     logits, labels = predict(model, test_loader)

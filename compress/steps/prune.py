@@ -4,14 +4,16 @@ the frozen teacher, so the model that comes out is physically smaller and faster
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from compress.compression.pruning import MacsPruner
+from compress.compression.pruning_rounds import FineTuning, prune_in_rounds, unpruned_row
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams
@@ -24,18 +26,22 @@ from compress.data.loaders import (
     load_info,
     make_loader,
     normalized_dataset,
+    training_dataset,
 )
 from compress.evaluation.benchmark import compare_onnx_latency
-from compress.models.builders import count_macs_params
 from compress.models.checkpoints import architecture, load_model, save_checkpoint
 from compress.models.onnx_export import export_onnx
 from compress.models.onnx_teacher import macs_params
 from compress.train.distillation import (
     distillation_dataset,
-    distillation_objective,
     load_teacher,
 )
-from compress.train.loop import CPU, Compute, FitResult, Schedule, accuracy, fit, seed_everything
+from compress.train.loop import (
+    CPU,
+    Compute,
+    accuracy,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +57,13 @@ def prune(
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts, distill_params)
-    student, payload = load_model(artifacts.student_pt)
-    history = payload.get("pruning_history", [])  # a student cut from the teacher has one
-    seed_everything(params.seed)
-    train_set = distillation_dataset(info, augment, distill_params, artifacts)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
+    student, payload, start = starting_student(artifacts, val_loader)
+    history = payload.get("pruning_history", [])  # a student cut from the teacher has one
+    labels_only_start = copy.deepcopy(student)
+    seed_everything(params.seed)
+    train_set = distillation_dataset(info, augment, distill_params, artifacts)
     unpruned = unpruned_row(student, info, val_loader)
     base_test = accuracy(student, test_loader)
     pruner = make_pruner(student, info, params, artifacts)
@@ -83,6 +90,7 @@ def prune(
     }
     metrics = {
         "arch": payload["arch"],
+        "start": start,
         "importance": params.importance,
         "target_ratio": params.target_ratio,
         "rounds": rows,
@@ -92,8 +100,22 @@ def prune(
         "accuracy_drop_vs_distilled_points": round(
             (base_test - summary["pruned"]["test_accuracy"]) * 100, 2
         ),
-        "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    if params.control:
+        labels_only = replace(
+            fine_tuning, teacher=None, train_set=labels_only_views(info, augment, artifacts)
+        )
+        metrics |= pruning_control(
+            labels_only_start,
+            unpruned,
+            params,
+            info,
+            labels_only,
+            test_loader,
+            summary["pruned"],
+            artifacts,
+        )
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     atomic.write_json(artifacts.prune_metrics, metrics)
     atomic.write_csv(artifacts.prune_plot, rows)
     log.info(
@@ -104,6 +126,68 @@ def prune(
         base_test,
     )
     return metrics
+
+
+def starting_student(artifacts: Artifacts, val_loader: DataLoader) -> tuple[nn.Module, dict, dict]:
+    """(model, checkpoint payload, record) of the student pruning starts from: the distilled
+    one, unless the labels-only control (`distill.control`) is more accurate on validation;
+    then distillation did not help, and the better student goes on. The test split is not read."""
+    distilled, payload = load_model(artifacts.student_pt)
+    val = {"distilled": accuracy(distilled, val_loader)}
+    if not artifacts.control_pt.is_file():
+        why = "no control was trained (distill.control: false)"
+        return distilled, payload, {"model": "distilled", "val_accuracy": val, "why": why}
+    control, control_payload = load_model(artifacts.control_pt)
+    val["control"] = accuracy(control, val_loader)
+    if val["control"] > val["distilled"]:
+        why = (
+            f"the labels-only control is more accurate on validation ({val['control']:.4f} "
+            f"against the distilled student's {val['distilled']:.4f}): distillation did not help"
+        )
+        log.warning("Pruning starts from the control: %s", why)
+        return control, control_payload, {"model": "control", "val_accuracy": val, "why": why}
+    why = (
+        f"the distilled student is at least as accurate on validation as the labels-only "
+        f"control ({val['distilled']:.4f} against {val['control']:.4f})"
+    )
+    return distilled, payload, {"model": "distilled", "val_accuracy": val, "why": why}
+
+
+def labels_only_views(info: DatasetInfo, augment: AugmentParams, artifacts: Artifacts) -> Dataset:
+    """(image, label) pairs on fresh augmented views: no teacher output anywhere in them."""
+    return training_dataset(
+        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
+    )
+
+
+def pruning_control(
+    student: nn.Module,
+    unpruned: dict,
+    params: PruneParams,
+    info: DatasetInfo,
+    labels_only: FineTuning,
+    test_loader: DataLoader,
+    pruned: dict,
+    artifacts: Artifacts,
+) -> dict:
+    """The same rounds from the same start, fine-tuned on labels alone (`prune.control`): what
+    the distillation loss adds to the recovery after pruning, on validation and test."""
+    log.info("Pruning control: the same rounds, fine-tuned on labels alone")
+    seed_everything(params.seed)
+    pruner = make_pruner(student, info, params, artifacts)
+    rows = prune_in_rounds(student, pruner, unpruned, params, info, labels_only)
+    control = {
+        "rounds": rows,
+        "val_accuracy": accuracy(student, labels_only.val_loader),
+        "test_accuracy": accuracy(student, test_loader),
+    }
+    return {
+        "labels_only_control": control,
+        "kd_finetune_gain_points": {
+            split: round((pruned[f"{split}_accuracy"] - control[f"{split}_accuracy"]) * 100, 2)
+            for split in ("val", "test")
+        },
+    }
 
 
 def make_pruner(
@@ -130,87 +214,6 @@ def make_pruner(
         params.round_to,
         gradient_batches,
     )
-
-
-def unpruned_row(student: nn.Module, info: DatasetInfo, val_loader: DataLoader) -> dict:
-    """Round 0 of the rounds table: the distilled student as it came."""
-    macs, param_count = count_macs_params(student, info.input_shape)
-    val_accuracy = accuracy(student, val_loader)
-    return {
-        "round": 0,
-        "macs": macs,
-        "params": param_count,
-        "val_accuracy_pruned": val_accuracy,
-        "val_accuracy_finetuned": val_accuracy,
-    }
-
-
-@dataclass(frozen=True)
-class FineTuning:
-    """What every round's distillation fine-tuning shares: the teacher and its loss, the data
-    and where it trains."""
-
-    teacher: nn.Module
-    distill: DistillParams
-    train_set: Dataset
-    val_loader: DataLoader
-    compute: Compute
-
-    def run(
-        self, student: nn.Module, info: DatasetInfo, schedule: Schedule, seed: int, name: str
-    ) -> FitResult:
-        loader = make_loader(
-            self.train_set, self.distill.batch_size, True, seed, self.compute.loader_workers
-        )
-        objective = distillation_objective(self.teacher, student, info.input_shape, self.distill)
-        with objective:
-            return fit(student, objective, loader, self.val_loader, schedule, name, self.compute)
-
-
-def prune_in_rounds(
-    student: nn.Module,
-    pruner: MacsPruner,
-    unpruned: dict,
-    params: PruneParams,
-    info: DatasetInfo,
-    fine_tuning: FineTuning,
-) -> list[dict]:
-    """`prune.rounds` equal steps toward the MACs target, each followed by distillation
-    fine-tuning; one row per round after the `unpruned` one."""
-    base_macs, rows = unpruned["macs"], [unpruned]
-    distill = fine_tuning.distill
-    schedule = Schedule(
-        params.finetune_epochs,
-        distill.lr * params.lr_scale,
-        distill.weight_decay,
-        patience=params.patience,
-    )
-    for round_index in range(1, params.rounds + 1):
-        pruner.prune_to(base_macs * (1 - params.target_ratio * round_index / params.rounds))
-        pruned_val = accuracy(student, fine_tuning.val_loader)
-        name, seed = f"prune round {round_index}", params.seed + round_index
-        result = fine_tuning.run(student, info, schedule, seed, name)
-        macs, param_count = count_macs_params(student, info.input_shape)
-        rows.append(
-            {
-                "round": round_index,
-                "macs": macs,
-                "params": param_count,
-                "val_accuracy_pruned": pruned_val,
-                "val_accuracy_finetuned": result.best_val_accuracy,
-            }
-        )
-        log.info(
-            "Round %d/%d: %d MACs (%.1f%%), %d params, val acc %.4f pruned -> %.4f fine-tuned",
-            round_index,
-            params.rounds,
-            macs,
-            100 * macs / base_macs,
-            param_count,
-            pruned_val,
-            result.best_val_accuracy,
-        )
-    return rows
 
 
 def cost_summary(
