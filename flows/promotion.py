@@ -18,8 +18,8 @@ from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import error_from_output
 from compress.core.gitrepo import git
+from compress.evaluation.model_card import write_model_card
 from compress.registry.log import append_decision
-from compress.registry.model_card import write_model_card
 from compress.registry.versions import move_stage, next_version, tags_undone_on_failure
 from flows.changes import CODE_PATHS, tracked_inputs
 from flows.compress import StageFailed, run_dvc
@@ -52,6 +52,7 @@ def pipeline_files(repo: Path) -> list[str]:
         artifacts.pareto_size_plot.parents[1],
         artifacts.shipped_json,
         artifacts.decisions_log,
+        artifacts.release_card,
     ]
     return [str(path.relative_to(repo)) for path in paths if path.exists()]
 
@@ -124,7 +125,7 @@ def promote(repo: Path, settings: RegistryParams, decision: dict) -> dict:
     logged = decision | {"version": version, "version_tag": f"{settings.artifact}@{version}"}
     artifacts = Artifacts(repo)
     records_before = {
-        path: snapshot(path) for path in (artifacts.decisions_log, artifacts.model_card)
+        path: snapshot(path) for path in (artifacts.decisions_log, artifacts.release_card)
     }
     card = write_model_card(artifacts, version, decision["changes"])
     append_decision(artifacts.decisions_log, logged)

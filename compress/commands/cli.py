@@ -24,8 +24,8 @@ from compress.config.file import PARAMS_FILE, load_sections
 from compress.config.params import SECTIONS, load_params
 from compress.config.registry import RegistryParams
 from compress.core.artifacts import Artifacts
+from compress.evaluation.model_card import write_model_card
 from compress.evaluation.summary_table import results_table, write_results_table
-from compress.registry.model_card import write_model_card
 from compress.registry.versions import rollback
 from compress.runtime.errors import InputError
 from compress.runtime.predict import add_arguments, predict_command

@@ -35,7 +35,7 @@ class Artifacts:
     params_file = _Entry("params.yaml", out=False)
     dvc_lock = _Entry("dvc.lock", out=False)
     decisions_log = _Entry("registry/decisions.jsonl", out=False)
-    model_card = _Entry("reports/model_card.md", out=False)  # written by `compress model-card`
+    release_card = _Entry("registry/model_card.md", out=False)  # a promoted version's card
     # what a team brings, tracked with `dvc add` / `dvc import-url`; prepare and baseline depend
     # on these folders, so DVC sees every added image and every retrained teacher
     data_input_dir = _Entry("data/input", out=False)
@@ -81,7 +81,11 @@ class Artifacts:
     openvino_dir = _Entry("models/openvino")  # shipped.xml + shipped.bin (OpenVINO IR)
     shipped_ir = _Entry("models/openvino/shipped.xml", out=False)
     report = _Entry("reports/compression.md")
+    model_card = _Entry("reports/model_card.md")
     evaluate_metrics = _Entry("metrics/evaluate.json")
+    summary_metrics = _Entry(
+        "metrics/summary.json"
+    )  # the headline figures `dvc metrics show` prints
     pareto_size_plot = _Entry("plots/evaluate/pareto_size.png")
     pareto_latency_plot = _Entry("plots/evaluate/pareto_latency.png")
     candidates_plot = _Entry("plots/evaluate/candidates.csv")

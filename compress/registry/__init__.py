@@ -1,2 +1,2 @@
 """The model registry around the model-update cycle: GTO versions and rollback, the decisions
-log, the model card. Imports the packages before it."""
+log. Imports the packages before it."""

@@ -24,10 +24,12 @@ from compress.evaluation.comparison import add_drop_intervals, int8_vs_fp32, ver
 from compress.evaluation.decision import closest_failure, gate_decision, pareto_front
 from compress.evaluation.inference import split_logits
 from compress.evaluation.machine import machine_info
+from compress.evaluation.model_card import write_model_card
 from compress.evaluation.plots import COSTS, cost_of, pareto_plot
 from compress.evaluation.quality import full_quality
 from compress.evaluation.report import write_report, write_tables
 from compress.evaluation.shipping import ship
+from compress.evaluation.summary import write_summary
 from compress.models.onnx_export import load_onnx
 from compress.runtime.runners import Runner, load_runner
 
@@ -222,5 +224,7 @@ def evaluate(params: EvaluateParams, artifacts: Artifacts) -> dict:
         )
     written = shipped or trial_stand_in(decision)
     ship(candidates[written], written, results[written], info, params, artifacts)
+    write_summary(metrics, params.gate.max_accuracy_drop, artifacts)
+    write_model_card(artifacts)  # from the manifest just written: the two name one commit
     log.info(decision["summary"])
     return metrics
