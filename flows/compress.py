@@ -8,6 +8,7 @@ directory (`dvc exp run --temp -S ...`), so the user's `params.yaml` is never ed
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -29,6 +30,8 @@ from compress.config.params import load_params
 from compress.core.artifacts import Artifacts
 from compress.runtime.errors import TRANSIENT_EXIT_CODE
 from compress.search.recipe_search import trial_summary
+from flows.entry import parse_settings, run_flow
+from flows.errors import StageFailed, TransientStageError
 from flows.publish import publish_results
 
 # Output of DVC or of a stage that says "try again later": a lock held by another DVC process
@@ -38,14 +41,6 @@ TRANSIENT_PATTERNS = (
     "lock is held",
     f"exited with {TRANSIENT_EXIT_CODE}",
 )
-
-
-class StageFailed(RuntimeError):
-    """A stage failed for a reason a retry cannot fix (a data check, a gate, bad params)."""
-
-
-class TransientStageError(RuntimeError):
-    """A stage failed for a reason that may pass (a locked DVC repo, an I/O error)."""
 
 
 @dataclass
@@ -184,14 +179,12 @@ def dvc_experiment(
     args = ["exp", "run", "--temp", "--name", name]
     args += [arg for s in settings for arg in ("-S", s)]
     started = time.perf_counter()
-    result = run_dvc(repo, *args, *([until] if until else []))
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
+    returncode, output = stream_dvc(repo, logger.info, *args, *([until] if until else []))
+    if returncode != 0:
         message = f"Experiment with {', '.join(settings)} failed:\n{failure_message(output)}"
         if any(pattern in output for pattern in TRANSIENT_PATTERNS):
             raise TransientStageError(message)
         raise StageFailed(message)
-    logger.info(output)
     diff = run_dvc(repo, "exp", "diff", "HEAD", name, "--md").stdout
     create_markdown_artifact(
         key="compress-experiment",
@@ -277,5 +270,23 @@ def compress(
     return runs
 
 
+def main() -> None:
+    """`python -m flows.compress [--until STAGE] [--set KEY=VALUE ...]` (`compress run`)."""
+    parser = argparse.ArgumentParser(description="Run the pipeline's stages as a Prefect flow.")
+    parser.add_argument("--repo", default=".", help="the pipeline's git + DVC repository")
+    parser.add_argument("--until", help="stop after this stage and the stages it needs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params override (repeatable); with any, the run is a DVC experiment in a "
+        "temporary directory and params.yaml is left as it is",
+    )
+    parser.add_argument("--experiment", help="the experiment's name (with --set)")
+    args = parser.parse_args()
+    run_flow(lambda: compress(args.repo, args.until, parse_settings(args.set), args.experiment))
+
+
 if __name__ == "__main__":
-    compress()
+    main()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
@@ -54,10 +55,22 @@ def existing_deployment() -> str | None:
     return name
 
 
-def start_workers(pool: str, count: int) -> list[subprocess.Popen]:
-    """`prefect worker start` processes of this environment, one flow run each at a time."""
+def worker_log(repo: Path) -> Path:
+    """Where the local workers write: what a crashed worker said, kept for the error message."""
+    return repo / "reports" / "search" / "workers.log"
+
+
+def start_workers(pool: str, count: int, log: Path) -> list[subprocess.Popen]:
+    """`prefect worker start` processes of this environment, one flow run each at a time, their
+    output appended to `log`."""
     prefect = str(Path(sys.executable).parent / "prefect")
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as sink:  # each worker holds its own copy of the descriptor
+        return start(prefect, pool, count, env, sink)
+
+
+def start(prefect: str, pool: str, count: int, env: dict, sink: IO[str]) -> list[subprocess.Popen]:
     return [
         subprocess.Popen(
             [
@@ -74,8 +87,8 @@ def start_workers(pool: str, count: int) -> list[subprocess.Popen]:
                 f"{pool}-{index}",
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
         for index in range(count)
     ]

@@ -14,28 +14,19 @@ lives in a journal file under reports/search/, so a killed search resumes where 
 
 from __future__ import annotations
 
-import json
+import argparse
 import re
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import optuna
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    ArtifactFilterKey,
-)
-from prefect.client.schemas.objects import State
-from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 
-from compress.commands.runner import run_stage
 from compress.config.file import PARAMS_FILE
 from compress.config.params import load_params
 from compress.config.search import SearchParams, checked_search
@@ -54,23 +45,12 @@ from compress.search.recipe_search import (
     trial_model,
     write_search_report,
 )
-from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers
+from compress.search.studies import budget_spent, fresh_study_name
+from flows.entry import run_flow
+from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers, worker_log
+from flows.trial_runs import POLL_SECONDS, flow_run, read_record, start_run, wait_for
 
 REPORT_DIR = Path("reports/search")
-POLL_SECONDS = 5
-
-
-def start_run(deployment: str, repo: Path, params: dict, name: str, record: str) -> str:
-    """A flow run of the trial deployment: the pipeline with `params` as experiment `name`,
-    its result published under the artifact key `record`. Returns the flow run's id."""
-    run = run_deployment(
-        deployment,
-        parameters={"repo": str(repo), "params": params, "experiment": name, "record": record},
-        timeout=0,
-        as_subflow=False,
-        flow_run_name=name,
-    )
-    return str(run.id)
 
 
 def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params: dict) -> str:
@@ -79,32 +59,6 @@ def submit(deployment: str, repo: Path, study: str, trial: optuna.Trial, params:
     trial.set_user_attr("flow_run_id", run_id)
     trial.set_user_attr("record", record)
     return run_id
-
-
-def read_state(run_id: str) -> State:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id).state
-
-
-def flow_run(run_id: str) -> tuple[bool, str]:
-    """(finished, state name) of a trial's flow run."""
-    state = read_state(run_id)
-    return state.is_final(), state.type.value
-
-
-def read_record(key: str, run_id: str) -> dict[str, Any] | None:
-    """The trial's result the compress flow published as an artifact (works across machines)."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]),
-            )
-        )
-    if not found:
-        return None
-    text = str(found[0].data).strip().removeprefix("```json").removesuffix("```")
-    return json.loads(text)
 
 
 def finish(study: optuna.Study, trial: optuna.Trial, state: str, search: SearchParams) -> None:
@@ -196,7 +150,8 @@ def run_trials(
         if workers and all(worker.poll() is not None for worker in workers):
             raise PipelineError(
                 f"Every local worker of pool '{search.work_pool}' exited; trials cannot run. "
-                f"Start one by hand to see why: prefect worker start --pool {search.work_pool}"
+                f"Their output is in '{worker_log(repo)}'; or start one by hand to see why: "
+                f"prefect worker start --pool {search.work_pool}"
             )
         time.sleep(POLL_SECONDS)
         for run_id, trial in list(pending.items()):
@@ -211,20 +166,33 @@ def run_trials(
 
 
 @flow(name="search", log_prints=True)
-def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
-    """Search `search.space` for the best recipe; the study `study` resumes if it exists."""
+def search(
+    repo: str = ".", study: str = "search", max_trials: int | None = None, fresh: bool = False
+) -> dict[str, Any]:
+    """Search `search.space` for the best recipe; the study `study` resumes if it exists, or
+    with `fresh` a new one starts beside it. `max_trials` overrides search.max_trials."""
     root = Path(repo).resolve()
     params_file = Artifacts(root).params_file
     settings = checked_search(load_params(params_file), params_file)
+    if max_trials is not None:
+        settings = SearchParams(**(settings.model_dump() | {"max_trials": max_trials}))
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", study):
         raise PipelineError(
             f"Study name '{study}' names the trials' artifacts and experiments: use lowercase "
             "letters, digits and dashes (e.g. search-2)."
         )
-    optuna_study = open_study(root / REPORT_DIR / "study.journal", study, settings.seed)
+    journal = root / REPORT_DIR / "study.journal"
+    study = fresh_study_name(journal, study) if fresh else study
+    optuna_study = open_study(journal, study, settings.seed)
+    spent = budget_spent(optuna_study, settings.max_trials)
+    get_run_logger().info(spent or f"Study '{study}': up to {settings.max_trials} trials")
     deployment = existing_deployment() if not settings.start_workers else None
     deployment = deployment or deploy_trials(root, settings.work_pool)
-    workers = start_workers(settings.work_pool, settings.workers) if settings.start_workers else []
+    workers = (
+        start_workers(settings.work_pool, settings.workers, worker_log(root))
+        if settings.start_workers
+        else []
+    )
     try:
         run_trials(optuna_study, settings, deployment, root, study, workers)
         completed = optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -235,7 +203,7 @@ def search(repo: str = ".", study: str = "search") -> dict[str, Any]:
         stop_workers(workers)
     best = write_search_report(rows, settings, confirmation, root / REPORT_DIR)
     publish(rows, root / REPORT_DIR)
-    return {"trials": len(rows), "best": best}
+    return {"study": study, "trials": len(rows), "best": best}
 
 
 def confirm(
@@ -250,25 +218,11 @@ def confirm(
     name = f"{study.study_name}-t{best['trial']}-confirmed"
     run_id = start_run(deployment, repo, best["params"] | CONFIRMATION_SETTINGS, name, name)
     get_run_logger().info("Confirming trial %d on the test split: %s", best["trial"], name)
-    state = wait_for(run_id, workers)
+    state = wait_for(run_id, workers, worker_log(repo))
     record = read_record(name, run_id) if state.type.value == "COMPLETED" else None
     result = confirmation_result(best["trial"], name, record, state.message or state.name)
     study.set_user_attr("confirmation", result)
     return result
-
-
-def wait_for(run_id: str, workers: list[subprocess.Popen]) -> State:
-    """The final state of a flow run, polled while a worker can still run it."""
-    while True:
-        state = read_state(run_id)
-        if state.is_final():
-            return state
-        if workers and all(worker.poll() is not None for worker in workers):
-            raise PipelineError(
-                "Every local worker exited before the best trial's confirmation ran; run the "
-                "search again to confirm it."
-            )
-        time.sleep(POLL_SECONDS)
 
 
 def publish(rows: list[dict], folder: Path) -> None:
@@ -280,9 +234,17 @@ def publish(rows: list[dict], folder: Path) -> None:
 
 
 def main() -> None:
-    checked_search(load_params(), PARAMS_FILE)  # exit 1 naming it, before any flow run
-    search()
+    """`python -m flows.search [--study NAME] [--trials N] [--fresh]` (`compress search`)."""
+    parser = argparse.ArgumentParser(description="Search search.space for the best recipe.")
+    parser.add_argument("--repo", default=".", help="the pipeline's git + DVC repository")
+    parser.add_argument("--study", default="search", help="the Optuna study, resumed if it exists")
+    parser.add_argument("--trials", type=int, help="max trials of the study (search.max_trials)")
+    parser.add_argument("--fresh", action="store_true", help="a new study beside a finished one")
+    args = parser.parse_args()
+    params_file = Path(args.repo) / PARAMS_FILE
+    checked_search(load_params(params_file), params_file)  # exit 1 naming it, before any run
+    search(args.repo, args.study, args.trials, args.fresh)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_flow(main)

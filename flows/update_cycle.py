@@ -12,7 +12,6 @@ params diff, the code commits and the stages DVC reran."""
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import subprocess
 import tempfile
@@ -22,7 +21,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from compress.commands.runner import run_stage
 from compress.config.drift import DriftParams
 from compress.config.params import load_params
 from compress.config.registry import RegistryParams
@@ -34,8 +32,9 @@ from compress.evaluation.shipping import check_shipped
 from compress.registry.log import barred_models, keep_if_barred, read_decisions
 from flows.approval import announce_approval_route, ask_for_approval, needs_approval
 from flows.changes import changes_since, imported_inputs, tracked_inputs
-from flows.compress import StageFailed, TransientStageError, compress, run_dvc
+from flows.compress import StageFailed, compress, run_dvc
 from flows.decisions import publish_decision, record
+from flows.entry import run_flow
 from flows.production import compare, production_model, production_splits
 from flows.promotion import promote, refuse_uncommitted_code
 
@@ -186,16 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run one model-update cycle.")
     parser.add_argument("--repo", default=".", help="the pipeline's git + DVC repository")
     repo = parser.parse_args().repo
-
-    def cycle() -> None:
-        try:
-            update_cycle(repo=repo)
-        except StageFailed as error:
-            raise PipelineError(str(error)) from error
-        except TransientStageError as error:
-            raise OSError(errno.EAGAIN, str(error)) from error
-
-    run_stage(cycle)
+    run_flow(lambda: update_cycle(repo=repo))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""The `compress` command (installed by pyproject.toml):
+"""compress: compress an image classifier with DVC and Prefect, and run what comes after.
 
-compress predict MODEL PATH... (the `compress-predict` command of compress.runtime; same options)
-compress check-params [params.yaml]
-compress rollback [--to VERSION]            (the registry's production stage back to a version)
-compress approve FLOW_RUN_ID [--reject] [--approver NAME] [--reason TEXT]
-                                            (answer a model-update cycle waiting for approval)
-compress model-card [--version VERSION]     (reports/model_card.md of the shipped model)
-compress results-table [--write]            (the README's results table from metrics/*.json)
-"""
+  compress run [--until STAGE] [--set KEY=VALUE ...]   the pipeline (the Prefect flow `compress`)
+  compress cycle                                   one model-update cycle
+  compress search [--study NAME] [--trials N] [--fresh]   the recipe search
+  compress check-params [params.yaml]              the params, model references and input paths
+  compress predict MODEL PATH...                   classify images (as `compress-predict`)
+  compress approve FLOW_RUN_ID [--reject]          answer a cycle waiting for approval
+  compress rollback [--to VERSION]                 production back to a registered version
+  compress model-card [--version VERSION]          the shipped model's card
+  compress results-table [--write]                 the README's results table from metrics/*.json
+
+`compress COMMAND --help` describes every flag."""
 
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from uuid import UUID
 from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 
+from compress.commands.check_params import check_params
 from compress.commands.runner import run_stage
+from compress.commands.workflows import add_workflows
 from compress.config.file import PARAMS_FILE, load_sections
-from compress.config.params import SECTIONS, load_params
 from compress.config.registry import RegistryParams
 from compress.core.artifacts import Artifacts
 from compress.evaluation.model_card import write_model_card
@@ -34,8 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def check_params_command(args: argparse.Namespace) -> None:
-    load_params(args.path)
-    print(f"'{args.path}' is valid: sections {', '.join(SECTIONS)}.")
+    print(check_params(args.path))
 
 
 def rollback_command(args: argparse.Namespace) -> None:
@@ -82,29 +85,41 @@ def results_table_command(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="compress", description=__doc__.split("\n")[0])
-    commands = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(
+        prog="compress", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_workflows(commands)
     predict = commands.add_parser("predict", help="classify image files with an exported model")
     add_arguments(predict)
     predict.set_defaults(run=predict_command)
-    check = commands.add_parser("check-params", help="validate a params file, run nothing")
-    check.add_argument("path", nargs="?", type=Path, default=PARAMS_FILE)
+    check = commands.add_parser(
+        "check-params",
+        help="check params.yaml: its schema, model references, input paths; run nothing",
+    )
+    check.add_argument(
+        "path", nargs="?", type=Path, default=PARAMS_FILE, help="the params file (params.yaml)"
+    )
     check.set_defaults(run=check_params_command)
     back = commands.add_parser("rollback", help="put an earlier registered version in production")
     back.add_argument("--to", help="version, e.g. v0.0.1 (default: the one before production's)")
-    back.add_argument("--repo", type=Path, default=Path("."))
+    back.add_argument("--repo", type=Path, default=Path("."), help="the repository root")
     back.set_defaults(run=rollback_command)
     approve = commands.add_parser("approve", help="answer a cycle waiting for approval")
-    approve.add_argument("flow_run_id")
+    approve.add_argument("flow_run_id", help="the paused cycle's flow run id")
     approve.add_argument("--reject", action="store_true", help="keep production")
     approve.add_argument("--approver", default="", help="who decides (recorded)")
     approve.add_argument("--reason", default="", help="why (recorded)")
     approve.set_defaults(run=approve_command)
     card = commands.add_parser(
-        "model-card", help="write reports/model_card.md of the shipped model"
+        "model-card", help="write the shipped model's card from the pipeline's records"
     )
-    card.add_argument("--version", help="the registry version it describes, if any")
-    card.add_argument("--repo", type=Path, default=Path("."))
+    card.add_argument(
+        "--version",
+        help="the registry version it describes: written to registry/model_card.md, not the "
+        "workspace's reports/model_card.md (evaluate's out)",
+    )
+    card.add_argument("--repo", type=Path, default=Path("."), help="the repository root")
     card.set_defaults(run=model_card_command)
     table = commands.add_parser(
         "results-table", help="the README's results table, generated from metrics/*.json"

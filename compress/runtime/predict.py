@@ -69,11 +69,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", help="image files, folders (searched recursively) or globs"
     )
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--format", choices=FORMATS, default="table")
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default="onnxruntime")
-    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--top-k", type=int, default=3, help="classes listed per image, most likely first"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table for people; json or csv (one row per image) for programs",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        default="onnxruntime",
+        help="the inference engine (openvino needs the runtime's openvino extra)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=EVAL_BATCH_SIZE,
+        help="images per inference call (larger: faster, more memory)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the runtime")
     parser.add_argument("--output", type=Path, help="write here instead of standard output")
 
 
