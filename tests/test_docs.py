@@ -33,7 +33,8 @@ MARKER = re.compile(r"^\s*<!--\s*(illustrative|covered-by|test-command)\s*:?\s*(
 # Too slow or needing what a clone lacks: such a block must carry a marker, and is never run here.
 HEAVY = re.compile(
     r"dvc (repro|exp run|pull|push|update|import-url)|pip install|pytest|flows\.|"
-    r"prefect (server|deployment|worker|flow-run)|mkdocs serve|compress (approve|rollback|search|cycle)"
+    r"prefect (server|deployment|worker|flow-run|deploy|work-pool|--no-prompt)|mkdocs serve|"
+    r"compress (approve|rollback|search|cycle|run)"
 )
 BLOCK_TIMEOUT_S = 120
 
