@@ -219,7 +219,8 @@ def search_repo(harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def _search_process(repo: Path) -> subprocess.Popen:
+def _search_process(repo: Path, *command: str) -> subprocess.Popen:
+    """`python -m flows.search`, or `command` (e.g. the `compress search` front door)."""
     env = os.environ | {
         "PYTHONPATH": str(REPO_ROOT),
         "PREFECT_API_URL": PREFECT_API_URL.value(),
@@ -227,7 +228,7 @@ def _search_process(repo: Path) -> subprocess.Popen:
     }
     log = (repo.parent / "search.log").open("a")
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.search"],
+        list(command) or [sys.executable, "-m", "flows.search"],
         cwd=repo,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -299,6 +300,38 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     assert (again["candidate"], again["size_bytes"]) == (best["candidate"], best["size_bytes"])
     status = _run(repo, "dvc", "status", "--json")
     assert json.loads(status.stdout) == {}, status.stdout  # outs, lock and params agree
+
+
+def _studies(repo: Path) -> dict[str, int]:
+    """Each study of the repository's journal: its finished (COMPLETE) trials."""
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(repo / "reports/search/study.journal"))
+    )
+    return {
+        name: len(
+            optuna.load_study(study_name=name, storage=storage).get_trials(
+                states=(optuna.trial.TrialState.COMPLETE,)
+            )
+        )
+        for name in optuna.get_all_study_names(storage)
+    }
+
+
+@pytest.mark.slow  # about 5 min on 2 cores: 2 tiny trials and a confirmation, after the test above
+def test_compress_search_fresh_runs_new_trials_beside_a_finished_study(search_repo: Path) -> None:
+    repo = search_repo
+    before = _studies(repo) if (repo / "reports/search/study.journal").exists() else {}
+    compress = str(Path(sys.executable).parent / "compress")
+    searching = _search_process(
+        repo, compress, "search", "--study", "search", "--trials", "2", "--fresh"
+    )
+    assert searching.wait(timeout=1500) == 0, (repo.parent / "search.log").read_text()[-3000:]
+    after = _studies(repo)
+    (new,) = set(after) - set(before)
+    assert new == ("search-2" if "search" in before else "search")
+    assert after[new] == 2
+    assert {name: after[name] for name in before} == before  # the finished study is kept
+    assert "workers.log" in {path.name for path in (repo / "reports/search").iterdir()}
 
 
 def test_trials_no_worker_takes_are_queued_again_when_the_budget_runs_out(
