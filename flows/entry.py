@@ -4,6 +4,7 @@ with its paragraph, a transient one with the transient code, as the stages do.""
 
 from __future__ import annotations
 
+import argparse
 import errno
 from collections.abc import Callable
 from typing import Any
@@ -38,3 +39,10 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
             )
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a trial budget)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return int(text)

@@ -46,7 +46,7 @@ from compress.search.recipe_search import (
     write_search_report,
 )
 from compress.search.studies import budget_spent, fresh_study_name
-from flows.entry import run_flow
+from flows.entry import positive_int, run_flow
 from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers, worker_log
 from flows.trial_runs import POLL_SECONDS, flow_run, read_record, start_run, wait_for
 
@@ -185,7 +185,8 @@ def search(
     study = fresh_study_name(journal, study) if fresh else study
     optuna_study = open_study(journal, study, settings.seed)
     spent = budget_spent(optuna_study, settings.max_trials)
-    get_run_logger().info(spent or f"Study '{study}': up to {settings.max_trials} trials")
+    if spent:
+        get_run_logger().warning(spent)
     deployment = existing_deployment() if not settings.start_workers else None
     deployment = deployment or deploy_trials(root, settings.work_pool)
     workers = (
@@ -238,7 +239,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Search search.space for the best recipe.")
     parser.add_argument("--repo", default=".", help="the pipeline's git + DVC repository")
     parser.add_argument("--study", default="search", help="the Optuna study, resumed if it exists")
-    parser.add_argument("--trials", type=int, help="max trials of the study (search.max_trials)")
+    parser.add_argument(
+        "--trials", type=positive_int, help="max trials of the study (search.max_trials)"
+    )
     parser.add_argument("--fresh", action="store_true", help="a new study beside a finished one")
     args = parser.parse_args()
     params_file = Path(args.repo) / PARAMS_FILE
