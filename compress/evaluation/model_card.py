@@ -17,14 +17,9 @@ from compress.core import atomic
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.core.lock import lock_hashes
+from compress.evaluation.summary import stage_seconds
 
 RECIPE_SECTIONS = ("distill", "prune", "quantize", "evaluate")
-STAGE_SECONDS = {  # stage -> (metrics file entry, key)
-    "baseline": ("baseline_metrics", "train_seconds"),
-    "distill": ("distill_metrics", "wall_seconds"),
-    "prune": ("prune_metrics", "wall_seconds"),
-    "quantize": ("quantize_metrics", "wall_seconds"),
-}
 
 
 MACS_FROM = {  # candidate -> (metrics file entry, its section): INT8 keeps the float MACs
@@ -66,10 +61,7 @@ def what_it_is(shipped: dict, figures: dict, macs: int | None) -> list[str]:
 
 
 def how_it_was_made(artifacts: Artifacts, shipped: dict, profile: dict, params: dict) -> list[str]:
-    seconds = {
-        stage: _json(getattr(artifacts, entry)).get(key)
-        for stage, (entry, key) in STAGE_SECONDS.items()
-    }
+    seconds = stage_seconds(artifacts)
     splits = {name: split["images"] for name, split in profile.get("splits", {}).items()}
     recipe = {section: params.get(section) for section in RECIPE_SECTIONS}
     lock = artifacts.dvc_lock.read_text() if artifacts.dvc_lock.is_file() else None
