@@ -93,7 +93,7 @@ def split_near_duplicates(
     named = {split: names.to_numpy()[positions].tolist() for split, positions in chosen.items()}
     report = near_duplicate_report(hashes, named, settings.max_distance, settings.max_pairs)
     if any(report["pairs"].values()):
-        log.warning(
+        (log.warning if report["stops"] else log.info)(
             "Near-duplicates across splits (perceptual hash within %d bits): %s; e.g. %s",
             settings.max_distance,
             report["pairs"],
