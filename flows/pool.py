@@ -60,6 +60,11 @@ def worker_log(repo: Path) -> Path:
     return repo / "reports" / "search" / "workers.log"
 
 
+def all_exited(workers: list[subprocess.Popen]) -> bool:
+    """Whether the search started local workers and every one of them has exited."""
+    return bool(workers) and all(worker.poll() is not None for worker in workers)
+
+
 def start_workers(pool: str, count: int, log: Path) -> list[subprocess.Popen]:
     """`prefect worker start` processes of this environment, one flow run each at a time, their
     output appended to `log`."""

@@ -47,7 +47,14 @@ from compress.search.recipe_search import (
 )
 from compress.search.studies import budget_spent, fresh_study_name
 from flows.entry import positive_int, run_flow
-from flows.pool import deploy_trials, existing_deployment, start_workers, stop_workers, worker_log
+from flows.pool import (
+    all_exited,
+    deploy_trials,
+    existing_deployment,
+    start_workers,
+    stop_workers,
+    worker_log,
+)
 from flows.trial_runs import POLL_SECONDS, flow_run, read_record, start_run, wait_for
 
 REPORT_DIR = Path("reports/search")
@@ -147,7 +154,7 @@ def run_trials(
             logger.info("Trial %d submitted: %s", trial.number, params)
         if not pending:
             return
-        if workers and all(worker.poll() is not None for worker in workers):
+        if all_exited(workers):
             raise PipelineError(
                 f"Every local worker of pool '{search.work_pool}' exited; trials cannot run. "
                 f"Their output is in '{worker_log(repo)}'; or start one by hand to see why: "

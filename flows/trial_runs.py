@@ -21,6 +21,7 @@ from prefect.client.schemas.objects import State
 from prefect.deployments import run_deployment
 
 from compress.core.errors import PipelineError
+from flows.pool import all_exited
 
 POLL_SECONDS = 5
 
@@ -70,7 +71,7 @@ def wait_for(run_id: str, workers: list[subprocess.Popen], log: Path) -> State:
         state = read_state(run_id)
         if state.is_final():
             return state
-        if workers and all(worker.poll() is not None for worker in workers):
+        if all_exited(workers):
             raise PipelineError(
                 "Every local worker exited before the best trial's confirmation ran (their "
                 f"output is in '{log}'); run the search again to confirm it."

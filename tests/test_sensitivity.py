@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,15 +142,22 @@ def test_the_fragile_layer_ranks_first_and_auto_keeps_it(
     assert steps[0]["kept"] == [] and steps[-1]["kept"] == keep
 
 
+def _as_pruned(model: torch.nn.Module, baseline: Artifacts, folder: Path) -> Artifacts:
+    """A folder with the baseline's data and teacher, and `model` as the pruned student that
+    the quantize stage reads."""
+    artifacts = Artifacts(folder)
+    shutil.copytree(baseline.root / "data", folder / "data")
+    shutil.copytree(baseline.root / "models", folder / "models")
+    info = load_info(artifacts.prepared_dir)
+    save_checkpoint(artifacts.pruned_pt, model, "tests.factories:tiny_cnn", (1, 8, 8), 10)
+    export_onnx(model, (1, 8, 8), artifacts.pruned_onnx, info.contract())
+    return artifacts
+
+
 def test_quantize_stage_with_auto_meets_its_budget_and_writes_the_ranking(
     fragile_model: torch.nn.Module, baseline_artifacts: Artifacts, tmp_path
 ) -> None:
-    artifacts = Artifacts(tmp_path)
-    shutil.copytree(baseline_artifacts.root / "data", tmp_path / "data")
-    shutil.copytree(baseline_artifacts.root / "models", tmp_path / "models")
-    info = load_info(artifacts.prepared_dir)
-    save_checkpoint(artifacts.pruned_pt, fragile_model, "tests.factories:tiny_cnn", (1, 8, 8), 10)
-    export_onnx(fragile_model, (1, 8, 8), artifacts.pruned_onnx, info.contract())
+    artifacts = _as_pruned(fragile_model, baseline_artifacts, tmp_path)
     params = QuantizeParams(keep_fp32="auto", max_int8_drop=0.02, qat=QATParams(mode="never"))
     metrics = quantize(params, DistillParams(), AugmentParams(), BENCH, artifacts)
 
@@ -201,12 +209,7 @@ def test_qat_auto_runs_only_when_ptq_misses_on_validation(
     loses over 30 pt on validation, so QAT runs; the ordinary model's
     loses a few points, so QAT is skipped and the INT8 file is the PTQ model."""
     model = request.getfixturevalue(model_name)
-    artifacts = Artifacts(tmp_path)
-    shutil.copytree(baseline_artifacts.root / "data", tmp_path / "data")
-    shutil.copytree(baseline_artifacts.root / "models", tmp_path / "models")
-    info = load_info(artifacts.prepared_dir)
-    save_checkpoint(artifacts.pruned_pt, model, "tests.factories:tiny_cnn", (1, 8, 8), 10)
-    export_onnx(model, (1, 8, 8), artifacts.pruned_onnx, info.contract())
+    artifacts = _as_pruned(model, baseline_artifacts, tmp_path)
     qat = QATParams(mode="auto", max_ptq_drop=0.1, epochs=1)
     params = QuantizeParams(keep_fp32=[], qat=qat)
     metrics = quantize(params, DistillParams(), AugmentParams(), BENCH, artifacts)

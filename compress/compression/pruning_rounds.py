@@ -28,10 +28,10 @@ from compress.train.loop import (
 log = logging.getLogger(__name__)
 
 
-def unpruned_row(student: nn.Module, info: DatasetInfo, val_loader: DataLoader) -> dict:
-    """Round 0 of the rounds table: the distilled student as it came."""
+def unpruned_row(student: nn.Module, info: DatasetInfo, val_accuracy: float) -> dict:
+    """Round 0 of the rounds table: the starting student as it came, with its validation
+    accuracy (measured when it was chosen)."""
     macs, param_count = count_macs_params(student, info.input_shape)
-    val_accuracy = accuracy(student, val_loader)
     return {
         "round": 0,
         "macs": macs,

@@ -64,7 +64,7 @@ def prune(
     labels_only_start = copy.deepcopy(student)
     seed_everything(params.seed)
     train_set = distillation_dataset(info, augment, distill_params, artifacts)
-    unpruned = unpruned_row(student, info, val_loader)
+    unpruned = unpruned_row(student, info, start["val_accuracy"][start["model"]])
     base_test = accuracy(student, test_loader)
     pruner = make_pruner(student, info, params, artifacts)
     log.info("Pruning '%s' (%s) in %d round(s)", payload["arch"], params.importance, params.rounds)
