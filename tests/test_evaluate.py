@@ -7,6 +7,7 @@ import pytest
 
 from compress.config.evaluate import AcceptanceGate
 from compress.config.registry import RegistryParams
+from compress.evaluation.comparison import add_drop_intervals
 from compress.evaluation.decision import (
     choose,
     closest_failure,
@@ -83,7 +84,9 @@ def test_no_candidate_passes_names_the_closest() -> None:
     assert amount == pytest.approx(0.004)
 
 
-GATE = AcceptanceGate(max_accuracy_drop=0.01, max_class_drop=0.03, max_ece_increase=0.02)
+GATE = AcceptanceGate(
+    max_accuracy_drop=0.01, max_class_drop=0.03, max_ece_increase=0.02, class_false_alarm=0.0
+)
 
 
 def test_the_choice_is_made_on_validation_and_test_only_confirms_it() -> None:
@@ -320,3 +323,68 @@ def test_gate_with_confidence_takes_the_upper_bound_and_at_zero_the_point_rule()
     assert gate_failures(figures, teacher, 0.01, 1.0, 1.0, confidence=0.95) == {
         "max_accuracy_drop": pytest.approx(upper - 0.01)
     }
+
+
+CLASSES = [str(index) for index in range(10)]
+
+
+def _gate_figures(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict:
+    """Teacher and candidate figures as evaluate builds them from per-image correctness."""
+    figures = {
+        name: {
+            "accuracy": float(correct.mean()),
+            "per_class_accuracy": {
+                c: float(correct[labels == i].mean()) for i, c in enumerate(CLASSES)
+            },
+            "ece": 0.0,
+        }
+        for name, correct in (("teacher", reference), ("candidate", candidate))
+    }
+    correct = {"teacher": reference, "candidate": candidate}
+    add_drop_intervals(figures, "teacher", correct, labels, CLASSES, 0.0, 0.05)
+    return figures
+
+
+def test_a_class_fails_on_a_real_loss_not_on_two_images() -> None:
+    """42 images a class: a candidate that loses 2 images of one class (4.8 pt, what evaluate
+    met on digits) fails the 3-pt point rule but not the chance-aware rule; one that loses 15
+    (36 pt) fails both, on max_class_drop."""
+    labels = np.repeat(np.arange(10), 42)
+    reference = np.ones(420, dtype=bool)
+    for lost, fails_by_chance_rule in ((2, False), (15, True)):
+        candidate = reference.copy()
+        candidate[np.flatnonzero(labels == 8)[:lost]] = False
+        figures = _gate_figures(reference, candidate, labels)
+        point = gate_failures(figures["candidate"], figures["teacher"], 1.0, 0.03, 1.0)
+        chance = gate_failures(
+            figures["candidate"], figures["teacher"], 1.0, 0.03, 1.0, class_false_alarm=0.05
+        )
+        assert set(point) == {"max_class_drop"}
+        assert ("max_class_drop" in chance) is fails_by_chance_rule
+
+
+def test_the_class_rule_false_alarm_rate_holds_at_the_allowed_drop() -> None:
+    """Candidates whose every class is exactly max_class_drop (3 pt) worse than the teacher,
+    drawn 400 times on 10 classes of 40 images: the chance-aware rule refuses at most about
+    its stated 5 % of them; the point rule refuses most."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 40)
+    # per image: both right 0.94, only the teacher 0.04, only the candidate 0.01, neither 0.01
+    outcomes = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], dtype=bool)
+    refused = {"chance": 0, "point": 0}
+    for _ in range(400):
+        drawn = outcomes[rng.choice(4, size=400, p=[0.94, 0.04, 0.01, 0.01])]
+        figures = _gate_figures(drawn[:, 0], drawn[:, 1], labels)
+        for rule, false_alarm in (("chance", 0.05), ("point", 0.0)):
+            failures = gate_failures(
+                figures["candidate"],
+                figures["teacher"],
+                1.0,
+                0.03,
+                1.0,
+                class_false_alarm=false_alarm,
+            )
+            refused[rule] += "max_class_drop" in failures
+    print(f"refused of 400 at the allowed class drop: {refused}")
+    assert refused["chance"] <= 0.05 * 400 + 2 * np.sqrt(400 * 0.05 * 0.95)
+    assert refused["point"] > 200

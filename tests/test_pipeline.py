@@ -547,13 +547,15 @@ def _wrong_model(source: Path, target: Path) -> None:
 
 
 def test_a_wrong_model_fails_a_real_gate(pipeline, tmp_path: Path) -> None:
-    """A real gate (5 pt accuracy, 30 pt per class) on the tiny pipeline, with the teacher's
+    """A real gate (5 pt accuracy, 30 pt observed per class) on the tiny pipeline, with the teacher's
     classifier rolled by one class as an extra candidate: the wrong model fails on validation,
     on accuracy and per class; the teacher's INT8 copy passes and is chosen. (The gate in the
     other tests lets everything pass: one-epoch students are near chance, and they are there
     to test orchestration.)"""
     repo, _ = pipeline
-    gate = AcceptanceGate(max_accuracy_drop=0.05, max_class_drop=0.3, max_ece_increase=1.0)
+    gate = AcceptanceGate(
+        max_accuracy_drop=0.05, max_class_drop=0.3, max_ece_increase=1.0, class_false_alarm=0.0
+    )
     result = _evaluated_copy(repo, tmp_path / "wrong", False, gate, extra=("wrong.onnx",))
     decision, candidates = result["decision"], result["candidates"]
     reference = candidates["teacher_fp32"]["selection"]["accuracy"]

@@ -4,6 +4,8 @@ stopping on the validation split."""
 import pytest
 import torch
 
+from compress.config.distill import DistillParams
+from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
 from compress.models.builders import build_model
@@ -62,3 +64,28 @@ def test_early_stopping_keeps_the_best_weights_and_stops_within_patience(
     scores = [row["val_accuracy"] for row in result.history]
     assert result.best_val_accuracy == max(scores) == accuracy(model, val)
     assert max(scores[-schedule.patience :]) <= max(scores[: -schedule.patience])
+
+
+def test_last_weights_are_the_final_epochs_even_when_an_earlier_one_scored_higher(
+    prepared_artifacts: Artifacts,
+) -> None:
+    """`weights: last` hands on the final weights: the model measured after training scores
+    what the last epoch scored, not the best epoch (validation chooses no epoch)."""
+    info = load_info(prepared_artifacts.prepared_dir)
+    seed_everything(0)
+    model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
+    train = make_loader(training_dataset(info, 1, False, prepared_artifacts.prepared_dir), 64, True)
+    val = eval_loader("val", info, prepared_artifacts.prepared_dir)
+    schedule = Schedule(epochs=6, lr=0.2, weight_decay=5e-4, weights="last")
+    result = fit(model, cross_entropy_objective, train, val, schedule, "last")
+    scores = [row["val_accuracy"] for row in result.history]
+    assert len(scores) == 6 and result.best_epoch == 6
+    assert accuracy(model, val) == scores[-1] == result.best_val_accuracy
+
+
+@pytest.mark.parametrize("section", ["teacher", "distill"])
+def test_patience_with_last_weights_is_refused_naming_both_settings(section: str) -> None:
+    params = {"teacher": TeacherParams, "distill": DistillParams}[section]
+    with pytest.raises(ValueError, match=rf"{section}\.patience.*{section}\.weights: best"):
+        params(patience=3, weights="last")
+    assert params(patience=3, weights="best").patience == 3

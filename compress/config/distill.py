@@ -7,7 +7,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config.section import Section, StemAdaptation, model_reference
+from compress.config.section import (
+    KeptWeights,
+    Section,
+    StemAdaptation,
+    model_reference,
+    no_patience_with_last,
+)
 
 # Names chosen through registries in the library (losses, pruning); a test keeps them equal.
 TemperatureSchedule = Literal["constant", "linear"]
@@ -45,7 +51,8 @@ class DistillParams(Section):
     # once; training picks one per image and epoch. None: fresh views, the teacher runs live
     teacher_views: int | None = Field(8, ge=1, le=1024)
     epochs: int = Field(30, ge=0, le=1000)
-    patience: int | None = Field(5, ge=1, le=1000)  # early stopping on validation; null: off
+    patience: int | None = Field(None, ge=1, le=1000)  # early stopping on validation; null: off
+    weights: KeptWeights = "last"  # as teacher.weights (student and control)
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.02, gt=0.0, le=10.0)
     lr_warmup_epochs: int = Field(3, ge=0, le=1000)
@@ -67,6 +74,7 @@ class DistillParams(Section):
                 "remove distill.student_checkpoint or name the architecture its weights are for "
                 "in distill.student"
             )
+        no_patience_with_last(self.patience, self.weights, "distill")
         return self
 
     def temperatures(self) -> tuple[float, float]:

@@ -19,6 +19,11 @@ class AcceptanceGate(Section):
     # 0: the point rule (observed drop <= max_accuracy_drop); e.g. 0.95: the one-sided 95 % upper
     # bound of the paired drop (Tango score interval) must be within max_accuracy_drop
     confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    # each class holds a tenth of a few hundred images, where one image moves its accuracy by
+    # 2-3 pt: a class fails max_class_drop only when the one-sided lower bound of its paired drop
+    # (Tango, Bonferroni over the classes) exceeds it, so a candidate as good as the reference
+    # fails on some class in at most this share of evaluations; 0: the point rule per class
+    class_false_alarm: float = Field(0.05, ge=0.0, lt=1.0)
 
 
 class EvaluateParams(Section):

@@ -28,3 +28,17 @@ def model_reference(value: str, param: str) -> str:
 
 
 StemAdaptation = Literal["auto", "never"]
+# which weights a training run hands on: the final ones of its whole cosine schedule, or those of
+# the epoch with the best validation accuracy (noisy when validation is small and saturated)
+KeptWeights = Literal["last", "best"]
+
+
+def no_patience_with_last(patience: int | None, weights: KeptWeights, section: str) -> None:
+    """Early stopping reads validation to cut the schedule short; `weights: last` exists to
+    keep validation out of that choice, so the two together are a contradiction."""
+    if weights == "last" and patience is not None:
+        raise ValueError(
+            f"{section}.patience stops training by validation accuracy, but {section}.weights: "
+            f"last keeps the final weights of the whole schedule; set {section}.patience: null, "
+            f"or {section}.weights: best"
+        )

@@ -7,7 +7,13 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.config.section import Section, StemAdaptation, model_reference
+from compress.config.section import (
+    KeptWeights,
+    Section,
+    StemAdaptation,
+    model_reference,
+    no_patience_with_last,
+)
 
 
 class TeacherParams(Section):
@@ -19,7 +25,10 @@ class TeacherParams(Section):
     checkpoint: str | None = None
     onnx: str | None = None  # a trained teacher as an ONNX file: measured as it is, never trained
     epochs: int = Field(15, ge=0, le=1000)
-    patience: int | None = Field(5, ge=1, le=1000)  # early stopping on validation; null: off
+    patience: int | None = Field(None, ge=1, le=1000)  # early stopping on validation; null: off
+    weights: KeptWeights = (
+        "last"  # last: the whole schedule's final weights; best: best on validation
+    )
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
@@ -43,4 +52,5 @@ class TeacherParams(Section):
                 "teacher.onnx and teacher.checkpoint both name a trained teacher; keep one "
                 "(teacher.onnx: an ONNX file, teacher.checkpoint: a state dict for teacher.arch)"
             )
+        no_patience_with_last(self.patience, self.weights, "teacher")
         return self

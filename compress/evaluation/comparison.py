@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from compress.core.artifacts import REFERENCE_CANDIDATE
-from compress.evaluation.uncertainty import paired_drop_interval
+from compress.evaluation.uncertainty import lower_bound, paired_drop_interval
 
 REPORT_CONFIDENCE = 0.95  # intervals in the report when the gate uses the point rule
 
@@ -18,26 +18,39 @@ def add_drop_intervals(
     labels: np.ndarray,
     classes: list[str],
     gate_confidence: float,
+    class_false_alarm: float,
 ) -> None:
     """Each candidate's accuracy drop against the reference with its paired interval, overall
     and per class, at the gate's confidence (REPORT_CONFIDENCE under the point rule); the
-    reference itself has none (its drop is 0 by definition)."""
+    reference itself has none (its drop is 0 by definition). Each class also gets the
+    one-sided lower bound the gate's class rule reads, at 1 - class_false_alarm / classes."""
     confidence = gate_confidence or REPORT_CONFIDENCE
+    class_confidence = 1 - (class_false_alarm or 1 - REPORT_CONFIDENCE) / len(classes)
     reference = correct[reference_name]
     for name, result in results.items():
         if name == reference_name:
             continue
         result["drop_interval"] = paired_drop_interval(reference, correct[name], confidence)
         result["class_drop_intervals"] = {
-            label: {
-                key: value
-                for key, value in paired_drop_interval(
-                    reference[labels == index], correct[name][labels == index], confidence
-                ).items()
-                if key in ("drop", "lower", "upper", "upper_one_sided")
-            }
+            label: class_interval(
+                reference[labels == index],
+                correct[name][labels == index],
+                confidence,
+                class_confidence,
+            )
             for index, label in enumerate(classes)
         }
+
+
+def class_interval(
+    reference: np.ndarray, candidate: np.ndarray, confidence: float, lower_confidence: float
+) -> dict[str, float]:
+    interval = paired_drop_interval(reference, candidate, confidence)
+    kept = {key: interval[key] for key in ("drop", "lower", "upper", "upper_one_sided")}
+    return kept | {
+        "lower_one_sided": lower_bound(interval, lower_confidence),
+        "lower_confidence": lower_confidence,
+    }
 
 
 def versus(result: dict, reference: dict, largest_batch: int) -> dict[str, float]:

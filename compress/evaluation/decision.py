@@ -38,17 +38,24 @@ def gate_failures(
     max_class_drop: float,
     max_ece_increase: float,
     confidence: float = 0.0,
+    class_false_alarm: float = 0.0,
 ) -> dict[str, float]:
     """Criterion -> amount by which the candidate misses it (empty when it passes). With a
-    confidence, the accuracy criterion takes the one-sided upper bound of the paired drop."""
+    confidence, the accuracy criterion takes the one-sided upper bound of the paired drop;
+    with a class false-alarm rate, the class criterion takes each class's one-sided lower
+    bound (a class fails only when it is surely worse than allowed, not by an image or two)."""
     accuracy_drop = (
         candidate["drop_interval"]["upper_one_sided"]
         if confidence > 0
         else reference["accuracy"] - candidate["accuracy"]
     )
-    class_drop = max(
-        reference["per_class_accuracy"][name] - value
-        for name, value in candidate["per_class_accuracy"].items()
+    class_drop = (
+        max(bounds["lower_one_sided"] for bounds in candidate["class_drop_intervals"].values())
+        if class_false_alarm > 0
+        else max(
+            reference["per_class_accuracy"][name] - value
+            for name, value in candidate["per_class_accuracy"].items()
+        )
     )
     ece_increase = candidate["ece"] - reference["ece"]
     failures = {}
@@ -89,6 +96,7 @@ def _failures_against(
             gate.max_class_drop,
             gate.max_ece_increase,
             gate.confidence,
+            gate.class_false_alarm,
         )
         for name, candidate in figures.items()
         if name != reference
@@ -97,9 +105,15 @@ def _failures_against(
 
 def _rule(gate: AcceptanceGate) -> str:
     bound = f"upper {gate.confidence:.0%} bound of the drop" if gate.confidence else "observed drop"
+    class_bound = (
+        f"a class's lower bound at {gate.class_false_alarm:.0%} false alarms"
+        if gate.class_false_alarm
+        else "a class's observed drop"
+    )
     return (
         f"{bound}, max drop {gate.max_accuracy_drop * 100:.1f} pt, max class drop "
-        f"{gate.max_class_drop * 100:.1f} pt, max ECE increase {gate.max_ece_increase}"
+        f"{gate.max_class_drop * 100:.1f} pt ({class_bound}), max ECE increase "
+        f"{gate.max_ece_increase}"
     )
 
 

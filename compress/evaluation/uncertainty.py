@@ -77,6 +77,18 @@ def paired_drop_interval(
     }
 
 
+def lower_bound(interval: dict, confidence: float) -> float:
+    """The one-sided `confidence` lower bound of an interval's drop, from its discordant
+    counts: the drop is at least this large unless a chance of 1 - confidence came true."""
+    return tango_bound(
+        interval["only_reference_right"],
+        interval["only_candidate_right"],
+        interval["images"],
+        float(norm.ppf(confidence)),
+        upper=False,
+    )
+
+
 def smallest_resolvable_drop(images: int, confidence: float) -> float:
     """The smallest drop a split of `images` can tell apart from zero at `confidence`: the
     fewest images k a candidate gets wrong (and the reference right, with no image the other

@@ -101,6 +101,7 @@ def baseline(
             params.weight_decay,
             warmup_epochs=params.warmup_epochs,
             patience=params.patience,
+            weights=params.weights,
         )
         objective = teacher_objective(
             params.label_smoothing, params.mixup_alpha, params.cutmix_alpha, info.num_classes

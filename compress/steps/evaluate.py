@@ -141,7 +141,15 @@ def measure(
     for result in results.values():
         result["vs_teacher"] = versus(result, results[REFERENCE], max(params.batch_sizes))
     correct = {name: logits[f"{name}@{target}"].argmax(1) == labels for name in candidates}
-    add_drop_intervals(results, REFERENCE, correct, labels, info.classes, params.gate.confidence)
+    add_drop_intervals(
+        results,
+        REFERENCE,
+        correct,
+        labels,
+        info.classes,
+        params.gate.confidence,
+        params.gate.class_false_alarm,
+    )
     target_runners = {name: runners[f"{name}@{target}"] for name in candidates}
     return results, selection_figures(target_runners, results, info, params, artifacts)
 
@@ -167,7 +175,15 @@ def selection_figures(
             "latency": {"batch_1": result["latency"]["batch_1"]},
         }
     correct = {name: logits[name].argmax(1) == labels for name in results}
-    add_drop_intervals(selection, REFERENCE, correct, labels, info.classes, params.gate.confidence)
+    add_drop_intervals(
+        selection,
+        REFERENCE,
+        correct,
+        labels,
+        info.classes,
+        params.gate.confidence,
+        params.gate.class_false_alarm,
+    )
     return selection
 
 

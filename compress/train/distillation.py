@@ -89,4 +89,5 @@ def distillation_schedule(params: DistillParams) -> Schedule:
         params.weight_decay,
         params.lr_warmup_epochs,
         patience=params.patience,
+        weights=params.weights,
     )

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from compress.config.compute import ComputeParams
+from compress.config.section import KeptWeights
 from compress.core.distributed import (
     average_gradients,
     from_rank_zero,
@@ -60,6 +61,7 @@ class Schedule:
     warmup_epochs: int = 0  # linear warm-up from 1 % of lr, then cosine decay
     max_grad_norm: float | None = None  # gradient norm clipping, off by default
     patience: int | None = None  # stop after this many epochs without a better validation score
+    weights: KeptWeights = "best"  # last: the final weights, validation chooses no epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -162,7 +164,8 @@ def fit(
     (from 1 % of `lr`: a MobileNet trained from scratch at full rate can stall for many epochs or
     land several points lower, depending on the CPU's rounding); restores the weights of the
     epoch with the best validation accuracy (epoch 0 = the weights as given; ties go to the later
-    epoch, since a small validation set saturates long before the schedule ends). With
+    epoch, since a small validation set saturates long before the schedule ends), or with
+    `weights: last` the final weights, whose learning rate has decayed to zero. With
     `patience`, stops once that many epochs passed without a strictly better validation accuracy
     (the best weights are kept: at most patience + 1 epochs after them). Trains on `device` and
     hands the model back on the CPU, where export and benchmarks run. `max_grad_norm` clips the
@@ -217,7 +220,10 @@ def fit(
                 "[%s] no better validation accuracy for %d epochs: stopped", name, epoch - last_gain
             )
             break
-    model.load_state_dict(best_state)
+    if schedule.weights == "last" and history:
+        best_epoch, best_accuracy = len(history), history[-1]["val_accuracy"]
+    else:
+        model.load_state_dict(best_state)
     model.eval().to("cpu")
     if isinstance(objective, nn.Module):
         objective.to("cpu")
