@@ -5,7 +5,7 @@ batch). Prints the test accuracy of the distilled student and of
 the control, their best epochs, and the wall time of each, measured one after the other in
 this process with the workspace's `distill` and `data.augment` params.
 
-    python benchmarks/teacher_views.py [--seeds 0 1 2] [--views 8 null]
+    python benchmarks/teacher_views.py [--seeds 0 1 2] [--views all 4 null]
 """
 
 from __future__ import annotations
@@ -45,11 +45,19 @@ def run(params: DistillParams, data: DataParams, source: Artifacts, workdir: Pat
     }
 
 
+def parse_views(value: str) -> int | str | None:
+    """`distill.teacher_views` as typed on the command line."""
+    return None if value == "null" else value if value == "all" else int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--views", nargs="+", default=["8", "null"], help="stored views per image, or null"
+        "--views",
+        nargs="+",
+        default=["all", "4", "null"],
+        help="stored views per image: all, a count, or null",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -58,7 +66,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for views in [None if value == "null" else int(value) for value in args.views]:
+            for views in [parse_views(value) for value in args.views]:
                 recipe = params.model_copy(update={"seed": seed, "teacher_views": views})
                 result = run(recipe, data, source, Path(tmp) / f"{seed}-{views}")
                 rows.append({"seed": seed, "views": views} | result)

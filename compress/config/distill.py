@@ -3,7 +3,7 @@ by `distill`, and by `prune` and `quantize`, which fine-tune with the same objec
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,6 +23,7 @@ Divergence = Literal["forward_kl", "reverse_kl"]
 TEACHER_STUDENT = "teacher"  # distill.student: the teacher itself, cut by Torch-Pruning
 AUTO_STUDENT = "auto"  # the teacher cut when it can be, else FALLBACK_STUDENT
 FALLBACK_STUDENT = "mobilenet_v2"
+ALL_VIEWS = "all"  # distill.teacher_views: every view the augmentation can draw
 
 
 class FeatureKDParams(Section):
@@ -48,8 +49,9 @@ class DistillParams(Section):
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
     # augmented views per training image whose teacher outputs stage `teacher_outputs` stores
-    # once; training picks one per image and epoch. None: fresh views, the teacher runs live
-    teacher_views: int | None = Field(8, ge=1, le=1024)
+    # once; training picks one per image and epoch. "all": every view data.augment can draw;
+    # a count: that many of them per image; None: fresh views, the teacher runs live
+    teacher_views: Annotated[int, Field(ge=1, le=1024)] | Literal["all"] | None = ALL_VIEWS
     epochs: int = Field(30, ge=0, le=1000)
     patience: int | None = Field(None, ge=1, le=1000)  # early stopping on validation; null: off
     weights: KeptWeights = "last"  # as teacher.weights (student and control)

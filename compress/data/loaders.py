@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional
 
 from compress.core.distributed import rank_and_world
 from compress.core.errors import PipelineError
@@ -104,15 +105,22 @@ class SplitDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        image = torch.from_numpy(np.array(self.reader[index]))
+        image = self.image(index)
         if self.augment is not None:  # torchvision draws from the CPU's default generator
             generator = torch.default_generator
             state = generator.get_state()
             generator.manual_seed(seed if seed is not None else index)
             image = self.augment(image)
             generator.set_state(state)  # (torch.manual_seed also seeds every GPU: 0.4 ms)
-        pixels = normalize(to_unit(image.numpy()), self.mean, self.std)
-        return torch.from_numpy(pixels), self.labels[index]
+        return self.normalized(image), self.labels[index]
+
+    def image(self, index: int) -> torch.Tensor:
+        """Image `index` as stored, (C, H, W)."""
+        return torch.from_numpy(np.array(self.reader[index]))
+
+    def normalized(self, image: torch.Tensor) -> torch.Tensor:
+        """Stored pixels as the float32 input a model takes."""
+        return torch.from_numpy(normalize(to_unit(image.numpy()), self.mean, self.std))
 
 
 class SeededSampler(Sampler[tuple[int, int] | int]):
@@ -156,6 +164,32 @@ def train_augmentation(
     if horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps) if steps else None
+
+
+@dataclass(frozen=True)
+class View:
+    """One image that `train_augmentation` can show: the crop of the zero-padded image whose
+    corner is at (`top`, `left`), mirrored or not."""
+
+    top: int
+    left: int
+    flip: bool
+
+    def apply(self, image: torch.Tensor, crop_padding: int) -> torch.Tensor:
+        """What `RandomCrop(size, padding=crop_padding)` (+ `RandomHorizontalFlip`) shows when
+        it draws this view, with the same torchvision functions."""
+        height, width = image.shape[-2:]
+        padded = functional.pad(image, [crop_padding]) if crop_padding else image
+        shown = functional.crop(padded, self.top, self.left, height, width)
+        return functional.horizontal_flip(shown) if self.flip else shown
+
+
+def view_grid(crop_padding: int, horizontal_flip: bool) -> tuple[View, ...]:
+    """Every view `train_augmentation` can draw, in a fixed order: (2p + 1)^2 crop corners,
+    times two with flips; each equally likely under the random augmentation."""
+    corners = range(2 * crop_padding + 1)
+    flips = (False, True) if horizontal_flip else (False,)
+    return tuple(View(top, left, flip) for top in corners for left in corners for flip in flips)
 
 
 def training_dataset(

@@ -2,12 +2,16 @@
 `teacher_outputs`) and read back beside each image by distillation, pruning's fine-tuning and
 QAT, so none of them runs the teacher again every epoch.
 
-A view is one seeded augmentation of an image: view `v` of image `i` is drawn from
-`view_seed(seed, i, v)`, so the stage and every training loader make the same pixels. Each
-epoch, a training loader picks one of the stored views per image from its own seeded draw
-(consistent teaching: the student sees exactly the view it is taught on). Outputs are shards
-like the prepared splits, one store per kind and view (`logits-view3`, `features-view3`), with
-`meta.json` saying how many views, which kinds, and which teacher and train split they came from.
+The views are the grid of everything `data.augment` can show (`view_grid`: every crop corner,
+mirrored or not), not a random draw: with `distill.teacher_views: all` every image is stored in
+every view, so the student sees each image in the same views, equally often, as it would with
+live augmentation (8 views drawn at random covered 5.5 of the 9 on average, and cost the
+distilled student 0.5 pt against a live teacher). A smaller count stores that many grid views
+per image, chosen by a seeded per-image shuffle. Each epoch, a training loader picks one of the
+stored views per image from its own seeded draw (consistent teaching: the student sees exactly
+the view it is taught on). Outputs are shards like the prepared splits, one store per kind and
+view slot (`logits-view3`, `features-view3`), with `meta.json` saying how many views, which
+kinds, and which teacher and train split they came from.
 """
 
 from __future__ import annotations
@@ -21,21 +25,21 @@ import numpy as np
 import torch
 
 from compress.config.data import AugmentParams
-from compress.config.distill import DistillParams
+from compress.config.distill import ALL_VIEWS, DistillParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
-from compress.data.loaders import SplitDataset
+from compress.data.loaders import SplitDataset, View, view_grid
 from compress.data.shards import ShardReader
 
 LOGITS, FEATURES = "logits", "features"
 REBUILD = "run `dvc repro teacher_outputs` (or `dvc checkout data/teacher_outputs`)"
+LAYOUT = "view-grid"  # how stored view slots map to pixels; stores without it drew views
 
 
-def view_seed(seed: int, index: int, view: int) -> int:
-    """The augmentation seed of view `view` of train image `index`: fixed by its arguments
-    alone, so any process, worker or stage makes the same view."""
-    digest = hashlib.sha256(f"{seed}:{index}:{view}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 2
+def view_rank(seed: int, index: int, view: int) -> bytes:
+    """Where grid view `view` of train image `index` comes in that image's shuffle: fixed by
+    its arguments alone, so any process, worker or stage stores and shows the same views."""
+    return hashlib.sha256(f"{seed}:{index}:{view}".encode()).digest()
 
 
 def store_name(kind: str, view: int) -> str:
@@ -58,10 +62,14 @@ class TeachingViews:
 
     @classmethod
     def from_params(cls, distill: DistillParams, augment: AugmentParams) -> TeachingViews:
-        """Without augmentation every view is the image itself: one is enough."""
-        augmented = augment.crop_padding > 0 or augment.horizontal_flip
+        """`all`, or a count above the grid's size, stores the whole grid (one view without
+        augmentation: every view is the image itself)."""
+        grid = len(view_grid(augment.crop_padding, augment.horizontal_flip))
         requested = distill.teacher_views
-        views = None if requested is None else (requested if augmented else 1)
+        if requested is None:
+            views = None
+        else:
+            views = grid if requested == ALL_VIEWS else min(requested, grid)
         feature_layer = distill.feature.teacher_layer if distill.feature.weight > 0 else None
         return cls(
             views, distill.seed, augment.crop_padding, augment.horizontal_flip, feature_layer
@@ -71,8 +79,23 @@ class TeachingViews:
     def kinds(self) -> tuple[str, ...]:
         return (LOGITS, FEATURES) if self.feature_layer else (LOGITS,)
 
+    def view(self, index: int, slot: int) -> View:
+        """The grid view stored in slot `slot` of train image `index`: the grid in order when
+        every view is stored, else the first `views` of the image's seeded shuffle."""
+        grid = view_grid(self.crop_padding, self.horizontal_flip)
+        if self.views == len(grid):
+            return grid[slot]
+        shuffled = sorted(range(len(grid)), key=lambda view: view_rank(self.seed, index, view))
+        return grid[shuffled[slot]]
+
+    def pixels(self, train_set: SplitDataset, index: int, slot: int) -> torch.Tensor:
+        """The model input of train image `index` in the view of its slot `slot`: the one
+        definition the stage stores outputs for and training shows."""
+        view = self.view(index, slot)
+        return train_set.normalized(view.apply(train_set.image(index), self.crop_padding))
+
     def write(self, directory: Path, count: int, sources: dict[str, str]) -> None:
-        meta = {"settings": asdict(self), "count": count, "sources": sources}
+        meta = {"settings": asdict(self), "layout": LAYOUT, "count": count, "sources": sources}
         (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -92,6 +115,11 @@ def read_meta(directory: Path) -> tuple[TeachingViews, int, dict[str, str]]:
     if not meta_file.is_file():
         raise PipelineError(f"'{meta_file}' not found: {REBUILD}.")
     meta = json.loads(meta_file.read_text())
+    if meta.get("layout") != LAYOUT:
+        raise PipelineError(
+            f"'{directory}' holds teacher outputs of views drawn at random (made by an older "
+            f"version of the stage; views are now the grid of every crop and flip): {REBUILD}."
+        )
     return TeachingViews(**meta["settings"]), int(meta["count"]), meta.get("sources", {})
 
 
@@ -101,20 +129,20 @@ class TaughtDataset(SplitDataset):
     the view, so the order and the views still follow the loader's seed alone."""
 
     def __init__(self, base: SplitDataset, directory: Path, settings: TeachingViews):
-        super().__init__(base.reader, base.info, base.augment)
-        self.views, self.seed, self.kinds = settings.views, settings.seed, settings.kinds
+        super().__init__(base.reader, base.info)
+        self.settings, self.views, self.kinds = settings, settings.views, settings.kinds
         self.stores = {
-            (kind, view): ShardReader(directory, store_name(kind, view))
+            (kind, slot): ShardReader(directory, store_name(kind, slot))
             for kind in self.kinds
-            for view in range(self.views)
+            for slot in range(self.views)
         }
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         index, seed = key  # from SeededSampler: every training item comes with its seed
-        view = seed % self.views
-        pixels, label = super().__getitem__((index, view_seed(self.seed, index, view)))
-        stored = [np.array(self.stores[kind, view][index]) for kind in self.kinds]
-        return pixels, label, *(torch.from_numpy(output) for output in stored)
+        slot = seed % self.views
+        pixels = self.settings.pixels(self, index, slot)
+        stored = [np.array(self.stores[kind, slot][index]) for kind in self.kinds]
+        return pixels, self.labels[index], *(torch.from_numpy(output) for output in stored)
 
 
 def teaching_dataset(

@@ -1,6 +1,7 @@
-"""Step `teacher_outputs`: run the frozen teacher once over `distill.teacher_views` augmented
-views of every train image and store its logits (and the feature map feature KD reads, when
-on), so that distillation, every pruning round and QAT read them instead of running it."""
+"""Step `teacher_outputs`: run the frozen teacher once over the augmented views of every train
+image (`distill.teacher_views`: the whole grid of crops and flips, or that many per image) and
+store its logits (and the feature map feature KD reads, when on), so that distillation, every
+pruning round and QAT read them instead of running it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams
 from compress.core import atomic
 from compress.core.artifacts import Artifacts
-from compress.data.loaders import SplitDataset, load_info, training_dataset
+from compress.data.loaders import SplitDataset, load_info, normalized_dataset
 from compress.data.shards import ShardWriter
 from compress.data.teacher_outputs import (
     FEATURES,
@@ -24,7 +25,6 @@ from compress.data.teacher_outputs import (
     TeachingViews,
     source_digests,
     store_name,
-    view_seed,
 )
 from compress.runtime.runners import EVAL_BATCH_SIZE
 from compress.train.distillation import load_teacher
@@ -41,9 +41,7 @@ def teacher_outputs(
     `distill.teacher_views: null`, only the settings (training then runs the teacher live)."""
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
-    train_set = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    train_set = normalized_dataset("train", info, artifacts.prepared_dir)
     settings = TeachingViews.from_params(params, augment)
     sources = source_digests(artifacts)  # before loading: what the outputs are computed from
     teacher = load_teacher(artifacts, params).to(compute.device) if settings.views else None
@@ -72,15 +70,15 @@ def write_view(
     folder: Path,
     device: str,
 ) -> None:
-    """One view of every train image, in split order, through the teacher in batches."""
+    """View slot `view` of every train image, in split order, through the teacher in batches."""
     layer = settings.feature_layer
     capture = FeatureCapture(teacher, layer, "distill.feature.teacher_layer") if layer else None
     writers: dict[str, ShardWriter] = {}
     try:
         for start in range(0, len(train_set), EVAL_BATCH_SIZE):
             keys = range(start, min(start + EVAL_BATCH_SIZE, len(train_set)))
-            items = [train_set[(index, view_seed(settings.seed, index, view))] for index in keys]
-            batch = {LOGITS: teacher(torch.stack([pixels for pixels, _ in items]).to(device))}
+            pixels = [settings.pixels(train_set, index, view) for index in keys]
+            batch = {LOGITS: teacher(torch.stack(pixels).to(device))}
             if capture is not None:
                 batch[FEATURES] = capture.output
             for kind, outputs in batch.items():
@@ -88,8 +86,8 @@ def write_view(
                 if kind not in writers:
                     name = store_name(kind, view)
                     writers[kind] = ShardWriter(folder, name, "float32", stored.shape[1:])
-                for output, (_, label) in zip(stored, items, strict=True):
-                    writers[kind].add(output, int(label))
+                for output, index in zip(stored, keys, strict=True):
+                    writers[kind].add(output, int(train_set.labels[index]))
     finally:
         if capture is not None:
             capture.remove()
