@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from compress.config.compute import ComputeParams
-from compress.config.data import DataParams
+from compress.config.data import AugmentParams, DataParams
 from compress.config.distill import DistillParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
@@ -93,7 +93,9 @@ def run_epoch(root: Path, workers: int, stem: str) -> dict:
     teacher = build_model("resnet18", *shape, stem=stem).eval()
     student = build_model("mobilenet_v2", *shape, stem=stem)
     params = DistillParams(epochs=1)
-    train = training_dataset(info, 1, False, artifacts.prepared_dir)
+    train = training_dataset(
+        info, AugmentParams(crop_padding=1, horizontal_flip=False), artifacts.prepared_dir
+    )
     loader = make_loader(train, params.batch_size, True, 0, workers)
     started = time.perf_counter()
     val_loader = eval_loader("val", info, artifacts.prepared_dir)

@@ -125,7 +125,14 @@ def test_onnx_teacher_logits_are_the_torch_teachers(baseline_artifacts: Artifact
     onnx_teacher = OnnxTeacher(baseline_artifacts.teacher_onnx, "teacher.onnx", shape, 10)
     info = load_info(baseline_artifacts.prepared_dir)
     loader = make_loader(
-        training_dataset(info, 1, False, baseline_artifacts.prepared_dir), 64, True, 0
+        training_dataset(
+            info,
+            AugmentParams(crop_padding=1, horizontal_flip=False),
+            baseline_artifacts.prepared_dir,
+        ),
+        64,
+        True,
+        0,
     )
     images, _ = next(iter(loader))
     with torch.no_grad():

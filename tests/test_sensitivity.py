@@ -54,7 +54,9 @@ def trained_model(prepared_artifacts: Artifacts) -> torch.nn.Module:
     info = load_info(prepared_artifacts.prepared_dir)
     seed_everything(0)
     model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
-    train = training_dataset(info, 1, False, prepared_artifacts.prepared_dir)
+    train = training_dataset(
+        info, AugmentParams(crop_padding=1, horizontal_flip=False), prepared_artifacts.prepared_dir
+    )
     val = eval_loader("val", info, prepared_artifacts.prepared_dir)
     schedule = Schedule(epochs=8, lr=0.2, weight_decay=5e-4)
     fit(model, cross_entropy_objective, make_loader(train, 64, True), val, schedule, "tiny")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from compress.config.data import AugmentParams
 from compress.core.artifacts import Artifacts
 from compress.core.errors import PipelineError
 from compress.data import shards
@@ -87,7 +88,9 @@ def _one_epoch(artifacts: Artifacts, workers: int) -> dict[str, torch.Tensor]:
     info = load_info(artifacts.prepared_dir)
     seed_everything(0)
     model = tiny_cnn(info.num_classes, info.channels)
-    train = training_dataset(info, 1, True, artifacts.prepared_dir)
+    train = training_dataset(
+        info, AugmentParams(crop_padding=1, horizontal_flip=True), artifacts.prepared_dir
+    )
     val = eval_loader("val", info, artifacts.prepared_dir)
     fit(
         model,

@@ -117,7 +117,7 @@ def test_outputs_that_do_not_fit_are_named(baseline_copy: Artifacts) -> None:
     any training."""
     directory = baseline_copy.teacher_outputs_dir
     info = load_info(baseline_copy.prepared_dir)
-    train_set = training_dataset(info, 1, False, baseline_copy.prepared_dir)
+    train_set = training_dataset(info, NO_FLIP, baseline_copy.prepared_dir)
     wanted = TeachingViews.from_params(DistillParams(), NO_FLIP)
     wider = AugmentParams(crop_padding=2, horizontal_flip=False)
     with pytest.raises(PipelineError, match=r"crop_padding 1 where training asks for 2.*dvc rep"):

@@ -4,6 +4,7 @@ stopping on the validation split."""
 import pytest
 import torch
 
+from compress.config.data import AugmentParams
 from compress.config.distill import DistillParams
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
@@ -17,6 +18,8 @@ from compress.train.loop import (
     seed_everything,
     warmup_cosine_schedule,
 )
+
+SHIFTS = AugmentParams(crop_padding=1, horizontal_flip=False)
 
 
 def _learning_rates(total_steps: int, warmup_steps: int, lr: float = 0.1) -> list[float]:
@@ -54,7 +57,7 @@ def test_early_stopping_keeps_the_best_weights_and_stops_within_patience(
     info = load_info(prepared_artifacts.prepared_dir)
     seed_everything(0)
     model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
-    train = make_loader(training_dataset(info, 1, False, prepared_artifacts.prepared_dir), 64, True)
+    train = make_loader(training_dataset(info, SHIFTS, prepared_artifacts.prepared_dir), 64, True)
     val = eval_loader("val", info, prepared_artifacts.prepared_dir)
     schedule = Schedule(epochs=40, lr=0.2, weight_decay=5e-4, patience=2)
     result = fit(model, cross_entropy_objective, train, val, schedule, "early")
@@ -74,7 +77,7 @@ def test_last_weights_are_the_final_epochs_even_when_an_earlier_one_scored_highe
     info = load_info(prepared_artifacts.prepared_dir)
     seed_everything(0)
     model = build_model("tests.factories:tiny_cnn", info.num_classes, info.channels, 8)
-    train = make_loader(training_dataset(info, 1, False, prepared_artifacts.prepared_dir), 64, True)
+    train = make_loader(training_dataset(info, SHIFTS, prepared_artifacts.prepared_dir), 64, True)
     val = eval_loader("val", info, prepared_artifacts.prepared_dir)
     schedule = Schedule(epochs=6, lr=0.2, weight_decay=5e-4, weights="last")
     result = fit(model, cross_entropy_objective, train, val, schedule, "last")

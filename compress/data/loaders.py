@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional
 
+from compress.config.data import AugmentParams
 from compress.core.distributed import rank_and_world
 from compress.core.errors import PipelineError
 from compress.data.shards import ShardReader
@@ -208,12 +209,11 @@ def view_grid(crop_padding: int, horizontal_flip: bool) -> tuple[View, ...]:
     return tuple(View(top, left, flip) for top in corners for left in corners for flip in flips)
 
 
-def training_dataset(
-    info: DatasetInfo, crop_padding: int, horizontal_flip: bool, prepared_dir: Path
-) -> SplitDataset:
-    """The train split with the `data.augment` augmentations, normalized per sample."""
-    augment = train_augmentation(crop_padding, horizontal_flip, info.image_size)
-    return SplitDataset(open_split("train", prepared_dir), info, augment)
+def training_dataset(info: DatasetInfo, augment: AugmentParams, prepared_dir: Path) -> SplitDataset:
+    """The train split with the `data.augment` augmentations, normalized per sample: what
+    every training stage shows a model that learns from labels or a live teacher."""
+    steps = train_augmentation(augment.crop_padding, augment.horizontal_flip, info.image_size)
+    return SplitDataset(open_split("train", prepared_dir), info, steps)
 
 
 def eval_loader(name: str, info: DatasetInfo, prepared_dir: Path) -> DataLoader:

@@ -78,9 +78,7 @@ def baseline(
         params.adapt_stem,
     )
     train_loader = make_loader(
-        training_dataset(
-            info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-        ),
+        training_dataset(info, augment, artifacts.prepared_dir),
         params.batch_size,
         shuffle=True,
         seed=params.seed,

@@ -72,9 +72,7 @@ def distill(
     train_set = distillation_dataset(info, augment, params, artifacts)
     # the control needs no teacher, so it trains on fresh views every epoch: a stored view set
     # cost it 0.7 pt on 3 seeds (benchmarks/teacher_views.py), which would inflate the gain
-    fresh_views = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    fresh_views = training_dataset(info, augment, artifacts.prepared_dir)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
     teacher_logits, labels = predict(teacher, test_loader)

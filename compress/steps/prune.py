@@ -155,9 +155,7 @@ def starting_student(artifacts: Artifacts, val_loader: DataLoader) -> tuple[nn.M
 
 def labels_only_views(info: DatasetInfo, augment: AugmentParams, artifacts: Artifacts) -> Dataset:
     """(image, label) pairs on fresh augmented views: no teacher output anywhere in them."""
-    return training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    return training_dataset(info, augment, artifacts.prepared_dir)
 
 
 def pruning_control(

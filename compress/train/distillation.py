@@ -34,9 +34,7 @@ def distillation_dataset(
 ) -> SplitDataset:
     """The augmented train split with the teacher's stored outputs beside every view (stage
     `teacher_outputs`): what distillation, pruning's fine-tuning and QAT train on."""
-    train_set = training_dataset(
-        info, augment.crop_padding, augment.horizontal_flip, artifacts.prepared_dir
-    )
+    train_set = training_dataset(info, augment, artifacts.prepared_dir)
     wanted = TeachingViews.from_params(params, augment)
     return teaching_dataset(train_set, artifacts, wanted)
 
