@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 
 import torch
 import torch_pruning as tp
@@ -175,6 +176,45 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, int, int]) -> tu
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
     model.train(was_training)
     return int(macs), int(params)
+
+
+def output_positions(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[nn.Module, int]:
+    """Per convolution and linear layer that runs, how many output positions it computes for
+    one sample: fixed by the input size, whatever number of channels pruning leaves."""
+    positions: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        spatial = (
+            output.shape[2:] if isinstance(module, nn.modules.conv._ConvNd) else output.shape[1:-1]
+        )
+        positions[module] = positions.get(module, 0) + spatial.numel()
+
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+    hooks = [layer.register_forward_hook(record) for layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return positions
+
+
+def weight_macs(positions: dict[nn.Module, int]) -> int:
+    """The multiply-adds of the convolutions and linear layers alone, from their current
+    channel counts: a lower bound of `count_macs_params`'s MACs (which adds biases, norms and
+    activations, counted the same way), without a forward pass."""
+    total = 0
+    for layer, count in positions.items():
+        if isinstance(layer, nn.Linear):
+            total += layer.in_features * layer.out_features * count
+        else:
+            per_position = layer.in_channels * (layer.out_channels // layer.groups)
+            total += math.prod(layer.kernel_size) * per_position * count
+    return total
 
 
 def state_dict_bytes(model: nn.Module) -> int:
