@@ -11,6 +11,7 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,7 @@ class View:
         return functional.horizontal_flip(shown) if self.flip else shown
 
 
+@cache  # read for every training item
 def view_grid(crop_padding: int, horizontal_flip: bool) -> tuple[View, ...]:
     """Every view `train_augmentation` can draw, in a fixed order: (2p + 1)^2 crop corners,
     times two with flips; each equally likely under the random augmentation."""
