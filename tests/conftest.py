@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
 from prefect.testing.utilities import prefect_test_harness
-from sklearn.datasets import load_digits
 
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams, DataParams
@@ -25,26 +21,13 @@ from compress.runtime.runners import EVAL_BATCH_SIZE
 from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
 from compress.steps.teacher_outputs import teacher_outputs
-from flows.search import REPORT_DIR
+from flows.compress import compress
+from tests.repos import copy_repo, git_repo, tiny_repo
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_BENCH = BenchmarkParams(
     batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
 )
 DIGITS = DataParams(image_size=8)  # the native 8x8 digits keep the tests fast
-
-
-def digit_images(root: Path, keep: Callable[[int, int], bool] = lambda index, label: True) -> None:
-    """scikit-learn's digits as 8-bit PNG files in class folders under `root`, the way a
-    team's data comes (those `keep(index, label)` selects): the pipeline runs on an image
-    folder, so `predict` can be checked on the very files."""
-    digits = load_digits()
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        if keep(index, int(label)):
-            folder = root / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = np.round(image * 255 / 16).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{index:04d}.png")
 
 
 def labelled_test_split(artifacts: Artifacts) -> tuple[np.ndarray, np.ndarray]:
@@ -145,24 +128,19 @@ def prepared_copy(prepared_artifacts: Artifacts, tmp_path: Path) -> Artifacts:
     return Artifacts(tmp_path)
 
 
-def copy_repo(destination: Path) -> Path:
-    """The repository's tracked and untracked-not-ignored files, as a new git + DVC repo; not
-    the committed search's study, which a search in the copy would resume."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        source = REPO_ROOT / name
-        if source.is_file() and not Path(name).is_relative_to(REPORT_DIR):
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
-    return destination
+@pytest.fixture(scope="session")
+def tiny_pipeline_snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A tiny-params repository (with its local remote beside it) after one run of the
+    compress flow, under a Prefect harness of its own, and the flow's stage runs. Nobody
+    changes it: the end-to-end modules copy it (`copy_snapshot`) instead of each running the
+    same tiny pipeline again."""
+    root = tmp_path_factory.mktemp("tiny-pipeline")
+    repo = copy_repo(root / "repo")
+    tiny_repo(repo)
+    git_repo(repo, root / "remote")
+    with prefect_test_harness(server_startup_timeout=120):
+        runs = compress(repo=str(repo))
+    return repo, runs
 
 
 @pytest.fixture(scope="module")

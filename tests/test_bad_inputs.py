@@ -26,8 +26,8 @@ from compress.data.shards import ShardReader, ShardWriter
 from compress.models.builders import build_model
 from compress.models.onnx_export import export_onnx
 from compress.runtime.errors import TRANSIENT_EXIT_CODE
-from tests.conftest import REPO_ROOT
 from tests.factories import tiny_cnn
+from tests.repos import REPO_ROOT
 
 
 def _params(folder: Path, edit: Callable[[dict], None]) -> None:

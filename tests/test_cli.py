@@ -18,7 +18,7 @@ from compress.core.errors import PipelineError
 from compress.search.recipe_search import open_study
 from compress.search.studies import budget_spent, fresh_study_name
 from flows.entry import parse_settings
-from tests.conftest import REPO_ROOT
+from tests.repos import REPO_ROOT
 
 COMPRESS = str(Path(sys.executable).parent / "compress")
 

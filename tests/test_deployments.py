@@ -16,7 +16,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.workers.process import ProcessWorker
 
 from compress.config.params import load_params
-from tests.conftest import REPO_ROOT, copy_repo
+from tests.repos import REPO_ROOT, copy_repo
 
 SPEC = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = {deployment["name"]: deployment for deployment in SPEC["deployments"]}

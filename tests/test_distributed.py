@@ -17,7 +17,7 @@ import yaml
 
 from compress.core.artifacts import Artifacts
 from compress.core.distributed import mirror
-from tests.conftest import REPO_ROOT
+from tests.repos import REPO_ROOT
 
 AUDIT = """
 import os, sys

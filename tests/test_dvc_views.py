@@ -17,7 +17,7 @@ import yaml
 from compress.config.params import load_params
 from compress.core.artifacts import Artifacts
 from compress.evaluation.summary import summary
-from tests.conftest import REPO_ROOT, copy_repo
+from tests.repos import REPO_ROOT, copy_repo
 
 DVC = str(Path(sys.executable).parent / "dvc")
 MARKDOWN = sorted(

@@ -24,7 +24,7 @@ from compress.models.checkpoints import write_torch_file
 from compress.models.onnx_export import export_onnx
 from compress.runtime.errors import TRANSIENT_EXIT_CODE, USER_ERROR_EXIT_CODE
 from compress.runtime.runners import load_runner
-from tests.conftest import REPO_ROOT
+from tests.repos import REPO_ROOT
 
 FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full on this system")

@@ -32,7 +32,8 @@ from compress.steps.prune import prune
 from compress.steps.quantize import quantize
 from compress.steps.teacher_outputs import teacher_outputs
 from compress.train.distillation import distillation_dataset, load_teacher
-from tests.conftest import REPO_ROOT, forward_in_stage_batches
+from tests.conftest import forward_in_stage_batches
+from tests.repos import REPO_ROOT
 
 BENCH = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3, intra_op_threads=2)
 AUGMENT = AugmentParams(crop_padding=1, horizontal_flip=False)

@@ -45,72 +45,25 @@ from flows.approval import ask_for_approval, needs_approval
 from flows.compress import StageFailed, compress, pipeline_stages
 from flows.serve import build_deployment
 from flows.update_cycle import update_cycle
-from tests.conftest import STAGES, copy_repo, digit_images
-
-DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
-
-
-def _run(repo: Path, *command: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return _run(repo, "dvc", *args)
-
-
-def _edit_params(repo: Path, edit) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    edit(params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _tiny_repo(repo: Path) -> None:
-    digit_images(repo / DATA)
-    _edit_params(repo, _tiny)
-
-
-def _tiny(params: dict) -> None:
-    params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
-    params["teacher"]["epochs"] = 1
-    params["distill"] |= {"epochs": 1, "student": "mobilenet_v2"}  # the layer names below
-    params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
-    params["quantize"]["qat"]["epochs"] = 1
-    # orchestration tests: the default float layers, without the per-layer sensitivity pass
-    params["quantize"] |= {"keep_fp32": ["first_conv", "classifier"], "sensitivity": False}
-    params["evaluate"] |= {"timed_runs": 5, "warmup_runs": 1, "repeats": 1}
-    params["evaluate"]["gate"] = {
-        "max_accuracy_drop": 1.0,
-        "max_class_drop": 1.0,
-        "max_ece_increase": 1.0,
-    }
-    params["benchmark"] |= {"warmup_runs": 1, "timed_runs": 3}
-    params["gate"] = {"min_accuracy": 0.0, "min_class_accuracy": 0.0}
-    # the size objective alone decides in these tests: never "more accurate", always within
-    # tolerance; no approval asked unless a test asks for it
-    params["registry"] |= {"tolerance": 1.0, "min_gain": 1.0, "approval": "never"}
-
-
-def _git_repo(repo: Path, remote: Path) -> None:
-    for command in (
-        ("git", "config", "user.email", "ci@example.com"),
-        ("git", "config", "user.name", "ci"),
-        ("dvc", "remote", "modify", "--local", "local", "url", str(remote)),
-        ("dvc", "add", "--quiet", DATA),
-        ("git", "add", "--all"),
-        ("git", "commit", "-qm", "init"),
-    ):
-        assert _run(repo, *command).returncode == 0, command
+from tests.conftest import STAGES
+from tests.repos import (
+    DATA,
+    copy_repo,
+    copy_snapshot,
+    dvc,
+    edit_params,
+    run,
+)
 
 
 @pytest.fixture(scope="module")
-def pipeline(harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
-    """A tiny-params repository after one run of the compress flow."""
-    root = tmp_path_factory.mktemp("pipeline")
-    repo = copy_repo(root / "repo")
-    _tiny_repo(repo)
-    _git_repo(repo, root / "remote")
-    return repo, compress(repo=str(repo))
+def pipeline(
+    tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[dict]]:
+    """A tiny-params repository after one run of the compress flow (a copy of the session's
+    snapshot, which this module's cycles and edits leave as it was)."""
+    snapshot, runs = tiny_pipeline_snapshot
+    return copy_snapshot(snapshot, tmp_path_factory.mktemp("pipeline")), runs
 
 
 def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
@@ -145,8 +98,8 @@ def test_compress_flow_runs_each_stage_once_in_dag_order(pipeline) -> None:
     images = (unit - np.float32(meta["mean"][0])) / np.float32(meta["std"][0])
     predictions = session.run(None, {"input": images})[0].argmax(axis=1)
     assert np.mean(predictions == test_labels) == shipped["metrics"]["accuracy"]
-    assert _dvc(repo, "metrics", "show").returncode == 0
-    assert _dvc(repo, "plots", "show", "--json").returncode == 0
+    assert dvc(repo, "metrics", "show").returncode == 0
+    assert dvc(repo, "plots", "show", "--json").returncode == 0
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -160,7 +113,7 @@ def test_predict_reproduces_evaluates_accuracy_on_the_test_split_files(
     images, labels = load_split("test", artifacts.prepared_dir)
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         (tmp_path / f"{index:04d}_{int(label)}.png").write_bytes(encode_png(image.numpy()))
-    done = _run(
+    done = run(
         repo,
         "compress",
         "predict",
@@ -184,11 +137,12 @@ def test_predict_reproduces_evaluates_accuracy_on_the_test_split_files(
 
 
 def _kill_after(repo: Path, stage: str, marker: str) -> bool:
-    """Start `dvc repro <stage>`, SIGKILL its whole process group once `marker` is logged.
-    True when the kill landed mid-stage (the marker came before the run ended)."""
+    """Start `dvc repro --force --single-item <stage>`, SIGKILL its whole process group once
+    `marker` is logged. True when the kill landed mid-stage (the marker came before the run
+    ended)."""
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     process = subprocess.Popen(
-        ["dvc", "repro", stage],
+        ["dvc", "repro", "--force", "--single-item", stage],
         cwd=repo,
         env=env,
         stdout=subprocess.PIPE,
@@ -216,28 +170,31 @@ def _outs(repo: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow  # a second whole pipeline, about 5.5 min on 2 cores
-def test_kill_9_mid_stage_then_repro_completes_and_reproduces(pipeline, tmp_path: Path) -> None:
-    """Kill every training stage right after its first epoch; no out of a killed run is taken
-    as valid, `dvc repro` completes, every model is bit-identical to the clean run's, and
+@pytest.mark.slow  # about 1.5 min on 2 cores: distill and quantize, killed and run again
+def test_kill_9_mid_stage_then_repro_completes_and_reproduces(
+    tiny_pipeline_snapshot, tmp_path: Path
+) -> None:
+    """In a copy of the clean run, kill QAT and then distillation (two models, the teacher's
+    stored outputs read) right after their first epoch: no out of a killed run is taken as
+    valid, `dvc repro` completes, every model is bit-identical to the clean run's, and
     evaluate gives the same intervals and decision."""
-    clean_repo, _ = pipeline
-    repo = copy_repo(tmp_path / "repo")
-    _tiny_repo(repo)
-    _git_repo(repo, tmp_path / "remote")
+    clean_repo, _ = tiny_pipeline_snapshot
+    repo = copy_snapshot(clean_repo, tmp_path)
     for stage, marker, out in (
-        ("baseline", "[teacher] epoch 1/", "models/teacher.pt"),
-        ("distill", "[distill] epoch 1/", "models/student.pt"),
-        ("prune", "[prune round 1] epoch 1/", "models/pruned.pt"),
         ("quantize", "[QAT] epoch 1/", "models/quantized.pt"),
+        ("distill", "[distill] epoch 1/", "models/student.pt"),
     ):
         assert _kill_after(repo, stage, marker), f"{stage} ended before it could be killed"
         assert not (repo / out).exists(), f"the killed {stage} left {out} behind"
-        status = _dvc(repo, "status", stage)
+        status = dvc(repo, "status", stage)
         assert stage in status.stdout, status.stdout  # DVC does not consider it up to date
-    finished = _dvc(repo, "repro")
+    finished = dvc(repo, "repro")
     assert finished.returncode == 0, finished.stderr
-    assert "up to date" in _dvc(repo, "status").stdout
+    assert (
+        "Running stage 'distill'" in finished.stdout
+        and "Running stage 'quantize'" in finished.stdout
+    )
+    assert "up to date" in dvc(repo, "status").stdout
     assert _outs(repo) == _outs(clean_repo)  # two runs, identical model files
     assert _decision(repo) == _decision(clean_repo)  # and the same intervals and decision
 
@@ -258,7 +215,7 @@ def test_second_run_skips_every_stage(pipeline) -> None:
     again = compress(repo=str(repo))
     assert [run["stage"] for run in again] == STAGES
     assert not any(run["ran"] for run in again)
-    plain = _dvc(repo, "repro")
+    plain = dvc(repo, "repro")
     assert plain.returncode == 0, plain.stderr
     assert "Running stage" not in plain.stdout
     assert "Data and pipelines are up to date" in plain.stdout
@@ -266,7 +223,7 @@ def test_second_run_skips_every_stage(pipeline) -> None:
 
 def test_outs_push_to_the_remote(pipeline) -> None:
     repo, _ = pipeline
-    pushed = _dvc(repo, "push")
+    pushed = dvc(repo, "push")
     assert pushed.returncode == 0, pushed.stderr
     remote = repo.parent / "remote"
     assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 16
@@ -275,8 +232,8 @@ def test_outs_push_to_the_remote(pipeline) -> None:
 def _commit_params(repo: Path, edit) -> None:
     """Change params.yaml and commit it, as a team does before a cycle (which refuses
     uncommitted code or params)."""
-    _edit_params(repo, edit)
-    assert _run(repo, "git", "commit", "-qam", "params").returncode == 0
+    edit_params(repo, edit)
+    assert run(repo, "git", "commit", "-qam", "params").returncode == 0
 
 
 def _answer_when_paused(*answer: str, before=None) -> threading.Thread:
@@ -316,10 +273,10 @@ def _in_stage(repo: Path, step: str) -> str | None:
     version holds the stage), printed after each step of the month."""
     holders = {}
     for sort in ("timestamp", "semver"):
-        shown = _run(repo, "gto", "show", "--sort", sort, "--json")
+        shown = run(repo, "gto", "show", "--sort", sort, "--json")
         assert shown.returncode == 0, shown.stderr
         holders[sort] = json.loads(shown.stdout).get("shipped-model", {}).get("stage", {})
-    print(f"\n--- gto show after: {step}\n{_run(repo, 'gto', 'show').stdout}")
+    print(f"\n--- gto show after: {step}\n{run(repo, 'gto', 'show').stdout}")
     assert holders["timestamp"] == holders["semver"], holders
     return holders["timestamp"].get("prod")
 
@@ -333,7 +290,7 @@ def _cycle(repo: Path, step: str, answer: threading.Thread | None = None) -> dic
 
 
 def _rollback(repo: Path, *to: str) -> subprocess.CompletedProcess:
-    rolled = _run(repo, sys.executable, "-m", "compress.commands.cli", "rollback", *to)
+    rolled = run(repo, sys.executable, "-m", "compress.commands.cli", "rollback", *to)
     assert rolled.returncode == 0, rolled.stderr
     print(rolled.stdout)
     return rolled
@@ -348,7 +305,7 @@ def _grow_data(repo: Path, label: str, count: int) -> None:
 
 
 def _head_and_tags(repo: Path) -> tuple[str, str]:
-    return _run(repo, "git", "rev-parse", "HEAD").stdout, _run(repo, "git", "tag").stdout
+    return run(repo, "git", "rev-parse", "HEAD").stdout, run(repo, "git", "tag").stdout
 
 
 FLOAT_LAYERS = ["first_conv", "classifier", "features.1.conv.0.0", "features.2.conv.0.0"]
@@ -364,10 +321,10 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     repo, _ = pipeline
     log = Artifacts(repo).decisions_log
     # Uncommitted code or params: refused before any work, the files named.
-    _edit_params(repo, lambda p: p["evaluate"].update(timed_runs=6))
+    edit_params(repo, lambda p: p["evaluate"].update(timed_runs=6))
     with pytest.raises(StageFailed, match=r"uncommitted changes to code or params \(params.yaml"):
         update_cycle(repo=str(repo))
-    assert _run(repo, "git", "checkout", "params.yaml").returncode == 0
+    assert run(repo, "git", "checkout", "params.yaml").returncode == 0
 
     # The first model over a budget: kept, naming the budget; nothing registered.
     _commit_params(
@@ -387,22 +344,22 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
         ),
     )
     (repo / "notes.txt").write_text("a person's work in progress\n")
-    assert _run(repo, "git", "add", "notes.txt").returncode == 0
+    assert run(repo, "git", "add", "notes.txt").returncode == 0
     first = _cycle(repo, "v0.0.1")
     assert (first["action"], first["clause"]) == ("promoted", "first_model"), first
     assert first["version"] == "v0.0.1"
     tag = first["version_tag"]
-    committed = _run(repo, "git", "diff", "--name-only", first["code_commit"], tag).stdout.split()
-    history = _run(repo, "git", "log", "--stat", "-4", "--format=%h %s").stdout
+    committed = run(repo, "git", "diff", "--name-only", first["code_commit"], tag).stdout.split()
+    history = run(repo, "git", "log", "--stat", "-4", "--format=%h %s").stdout
     assert {"dvc.lock", "models/shipped.json", "registry/decisions.jsonl"} <= set(committed), (
         history
     )
     assert "notes.txt" not in committed and "params.yaml" not in committed
-    assert "A  notes.txt" in _run(repo, "git", "status", "--porcelain").stdout  # still staged
-    tagged_log = _run(repo, "git", "show", f"{tag}:registry/decisions.jsonl").stdout
+    assert "A  notes.txt" in run(repo, "git", "status", "--porcelain").stdout  # still staged
+    tagged_log = run(repo, "git", "show", f"{tag}:registry/decisions.jsonl").stdout
     assert json.loads(tagged_log.splitlines()[-1])["version"] == "v0.0.1"
-    assert first["code_commit"] == _run(repo, "git", "rev-parse", "HEAD~1").stdout.strip()
-    assert _run(repo, "git", "rm", "-q", "--cached", "notes.txt").returncode == 0
+    assert first["code_commit"] == run(repo, "git", "rev-parse", "HEAD~1").stdout.strip()
+    assert run(repo, "git", "rm", "-q", "--cached", "notes.txt").returncode == 0
     assert _in_stage(repo, "v0.0.1") == "v0.0.1"
 
     # A float layer fewer, while the remote refuses writes (its folder would be under a file),
@@ -411,14 +368,14 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:3]))
     remote = repo.parent / "remote"
     (repo.parent / "a-file").write_text("")
-    _dvc(repo, "remote", "modify", "--local", "local", "url", str(repo.parent / "a-file/remote"))
+    dvc(repo, "remote", "modify", "--local", "local", "url", str(repo.parent / "a-file/remote"))
     before = _head_and_tags(repo)
     os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the harness's server
     try:
-        failed = _run(repo, sys.executable, "-m", "flows.update_cycle")
+        failed = run(repo, sys.executable, "-m", "flows.update_cycle")
     finally:
         del os.environ["PREFECT_API_URL"]
-    _dvc(repo, "remote", "modify", "--local", "local", "url", str(remote))
+    dvc(repo, "remote", "modify", "--local", "local", "url", str(remote))
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "`dvc push` failed" in failed.stderr and "Not a directory" in failed.stderr
     assert _head_and_tags(repo) == before
@@ -456,7 +413,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
         ),
     )
     meanwhile = ("git", "commit", "-q", "--allow-empty", "-m", "meanwhile")
-    answering = _answer_when_paused("--approver", "alice", before=lambda: _run(repo, *meanwhile))
+    answering = _answer_when_paused("--approver", "alice", before=lambda: run(repo, *meanwhile))
     moved = _cycle(repo, "HEAD moved during the approval pause", answering)
     assert (moved["action"], moved["clause"]) == ("kept", "head_moved"), moved
     assert _in_stage(repo, "HEAD moved") == "v0.0.1"
@@ -480,7 +437,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     _rollback(repo, "--to", "v0.0.4")
     assert _in_stage(repo, "rollback forward --to v0.0.4") == "v0.0.4"
     first_model = repo.parent / "first.onnx"
-    fetched = _dvc(repo, "get", ".", "models/shipped.onnx", "--rev", tag, "-o", str(first_model))
+    fetched = dvc(repo, "get", ".", "models/shipped.onnx", "--rev", tag, "-o", str(first_model))
     assert fetched.returncode == 0, fetched.stderr  # every version stays retrievable
     print("\n" + log.read_text())
     assert [json.loads(line)["clause"] for line in log.read_text().splitlines()] == [
@@ -618,7 +575,7 @@ def test_params_overrides_run_as_an_experiment_not_in_the_users_file(pipeline) -
     before = (repo / "params.yaml").read_text()
     runs = compress(repo=str(repo), params={"evaluate.objective": "fastest"})
     assert (repo / "params.yaml").read_text() == before
-    shown = _dvc(repo, "exp", "show", "--json")
+    shown = dvc(repo, "exp", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert runs[0]["experiment"] in shown.stdout
 
@@ -629,13 +586,13 @@ def test_added_images_and_a_new_teacher_file_make_their_stages_stale(pipeline) -
     image = next((repo / DATA / "3").glob("*.png"))
     shutil.copy(image, image.with_name("copy.png"))
     (repo / "models/input/teacher.pt").write_bytes(b"a retrained teacher")
-    status = _dvc(repo, "status").stdout
+    status = dvc(repo, "status").stdout
     (repo / "models/input/teacher.pt").unlink()
     image.with_name("copy.png").unlink()
     assert "prepare:" in status and "baseline:" in status
     assert "modified:           data/input" in status
     assert "modified:           models/input" in status
-    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
 
 
 def test_a_new_teacher_or_new_prepared_data_makes_the_teacher_outputs_stale(pipeline) -> None:
@@ -650,22 +607,22 @@ def test_a_new_teacher_or_new_prepared_data_makes_the_teacher_outputs_stale(pipe
         original = path.read_bytes()
         path.unlink()  # not through a link into the cache
         path.write_bytes(original + b"\0")
-        status = json.loads(_dvc(repo, "status", "--json").stdout)
+        status = json.loads(dvc(repo, "status", "--json").stdout)
         path.unlink()
         path.write_bytes(original)
         assert {"changed deps": {dep: "modified"}} in status["teacher_outputs"], status
     params_before = (repo / "params.yaml").read_text()
-    _edit_params(repo, lambda p: p["data"]["augment"].update(crop_padding=2))  # other views
-    status = json.loads(_dvc(repo, "status", "--json").stdout)
+    edit_params(repo, lambda p: p["data"]["augment"].update(crop_padding=2))  # other views
+    status = json.loads(dvc(repo, "status", "--json").stdout)
     (repo / "params.yaml").write_text(params_before)
     changed = [entry["changed deps"] for entry in status["teacher_outputs"]]
     assert {"params.yaml": {"data.augment": "modified"}} in changed, status
-    assert "Data and pipelines are up to date" in _dvc(repo, "status").stdout
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
 
 
 def test_failed_data_check_fails_the_flow_without_retries(harness, tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
-    _edit_params(repo, lambda p: p["data"].update(class_balance_tolerance=0.001))
+    edit_params(repo, lambda p: p["data"].update(class_balance_tolerance=0.001))
     with pytest.raises(StageFailed, match="class balance"):
         compress(repo=str(repo), until="prepare")
     with get_client(sync_client=True) as client:
@@ -681,7 +638,7 @@ def test_failed_teacher_gate_stops_the_pipeline(tmp_path: Path) -> None:
     params["benchmark"] |= {"warmup_runs": 0, "timed_runs": 3, "batch_sizes": [1]}
     params["gate"]["min_accuracy"] = 0.99
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    result = _dvc(repo, "repro")
+    result = dvc(repo, "repro")
     assert result.returncode != 0
     assert "The teacher is too weak to distill from: validation accuracy" in result.stderr
     assert json.loads(Artifacts(repo).teacher_gate.read_text())["passed"] is False
@@ -689,7 +646,7 @@ def test_failed_teacher_gate_stops_the_pipeline(tmp_path: Path) -> None:
 
 def test_deployment_has_the_schedule_and_concurrency_limit_from_params(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
-    _edit_params(
+    edit_params(
         repo, lambda p: p["registry"].update(schedule="30 4 * * 2", timezone="Europe/Paris")
     )
     deployment = build_deployment(repo)

@@ -19,7 +19,8 @@ from compress.data.sources import load_source
 from compress.data.splits import split_data
 from compress.runtime.images import decode_image
 from compress.steps.prepare import deduplicate, prepare, scan_source
-from tests.conftest import DIGITS, digit_images
+from tests.conftest import DIGITS
+from tests.repos import digit_images
 
 SPLITS = ("train", "val", "test", "calibration")
 

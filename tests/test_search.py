@@ -1,5 +1,5 @@
 """The recipe search: its decisions on the committed evaluation of the default pipeline, bad
-`search:` params, and (slow) a real search of 4 tiny trials with 2 process workers on a local
+`search:` params, and (slow) a real search of 3 tiny trials with 2 process workers on a local
 Prefect server, killed and resumed, whose best trial `dvc exp apply` reproduces."""
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from compress.search.recipe_search import (
     trial_summary,
     trials_front,
 )
-from flows.compress import compress
-from tests.conftest import REPO_ROOT, copy_repo
-from tests.test_pipeline import _edit_params, _git_repo, _run, _tiny_repo
+from tests.repos import REPO_ROOT, copy_repo, copy_snapshot, dvc, edit_params, run
 
 EVALUATION = json.loads((REPO_ROOT / "metrics/evaluate.json").read_text())
 
@@ -204,18 +202,17 @@ SPACE = {
 
 
 @pytest.fixture(scope="module")
-def search_repo(harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny-params repository whose pipeline ran once and is committed, with a 4-trial space
-    that only changes `prune` and `quantize`."""
-    root = tmp_path_factory.mktemp("search")
-    repo = copy_repo(root / "repo")
-    _tiny_repo(repo)
-    search = {"space": SPACE, "max_trials": 4, "workers": 2, "max_accuracy_drop": 1.0}
-    _edit_params(repo, lambda p: p["search"].update(search))
-    _git_repo(repo, root / "remote")
-    compress(repo=str(repo))
-    for command in (("git", "add", "--all"), ("git", "commit", "-qm", "baseline run")):
-        assert _run(repo, *command).returncode == 0
+def search_repo(tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny-params repository, its pipeline run once, with a 3-trial space that
+    only changes `prune` and `quantize`, committed (`search:` is no stage's param: the
+    pipeline's outs stay up to date)."""
+    snapshot, _ = tiny_pipeline_snapshot
+    repo = copy_snapshot(snapshot, tmp_path_factory.mktemp("search"))
+    search = {"space": SPACE, "max_trials": 3, "workers": 2, "max_accuracy_drop": 1.0}
+    edit_params(repo, lambda p: p["search"].update(search))
+    for command in (("git", "add", "--all"), ("git", "commit", "-qm", "a search")):
+        assert run(repo, *command).returncode == 0
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
     return repo
 
 
@@ -251,7 +248,7 @@ def _complete(repo: Path) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
-@pytest.mark.slow  # about 10 min on 2 cores: a tiny pipeline, then 4 trials
+@pytest.mark.slow  # about 7 min on 2 cores: 3 tiny trials, killed after the first
 def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_applies(
     search_repo: Path,
 ) -> None:
@@ -264,12 +261,12 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     os.killpg(first.pid, signal.SIGKILL)  # the search and its workers, mid-search
     first.wait()
     killed_with = len(_complete(repo))
-    assert killed_with < 4
+    assert killed_with < 3
 
     second = _search_process(repo)
     assert second.wait(timeout=1500) == 0, (repo.parent / "search.log").read_text()[-3000:]
     trials = _complete(repo)
-    assert len(trials) == 4  # the budget, counting the trials finished before the kill
+    assert len(trials) == 3  # the budget, counting the trials finished before the kill
     rows = [trial.user_attrs["row"] for trial in trials]
     for row in rows:  # params from the space, decoded (lists stay lists)
         assert row["params"]["prune.target_ratio"] in (0.3, 0.5)
@@ -279,7 +276,7 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
         assert {"prepare", "baseline", "distill"} <= set(row["stages_skipped"]), row
 
     table = (repo / "reports/search/trials.csv").read_text().splitlines()
-    assert len(table) == 5
+    assert len(table) == 4
     best = json.loads((repo / "reports/search/best.json").read_text())
     passing = [row for row in rows if row["passes"]]
     assert best["size_bytes"] == min(row["size_bytes"] for row in passing)
@@ -293,12 +290,12 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     assert f"dvc exp apply {confirmation['experiment']}" in report
     assert (repo / "reports/search/pareto.png").stat().st_size > 10_000
 
-    applied = _run(repo, "dvc", "exp", "apply", confirmation["experiment"])
+    applied = run(repo, "dvc", "exp", "apply", confirmation["experiment"])
     assert applied.returncode == 0, applied.stderr
     evaluation = json.loads(Artifacts(repo).evaluate_metrics.read_text())
     again = trial_model(evaluation, SearchParams(max_accuracy_drop=1.0))
     assert (again["candidate"], again["size_bytes"]) == (best["candidate"], best["size_bytes"])
-    status = _run(repo, "dvc", "status", "--json")
+    status = run(repo, "dvc", "status", "--json")
     assert json.loads(status.stdout) == {}, status.stdout  # outs, lock and params agree
 
 
@@ -341,7 +338,7 @@ def test_trials_no_worker_takes_are_queued_again_when_the_budget_runs_out(
     `max_minutes` instead of waiting forever, and the trials wait in the study for a resume."""
     repo = copy_repo(tmp_path / "repo")
     no_worker = {"start_workers": False, "work_pool": "nobody-polls", "max_minutes": 0.02}
-    _edit_params(repo, lambda p: p["search"].update(no_worker))
+    edit_params(repo, lambda p: p["search"].update(no_worker))
     searching = _search_process(repo)
     try:
         assert searching.wait(timeout=300) == 0, (repo.parent / "search.log").read_text()[-3000:]

@@ -22,31 +22,30 @@ from compress.core.artifacts import Artifacts
 from compress.models.checkpoints import read_checkpoint
 from flows.compress import StageFailed
 from flows.update_cycle import update_cycle
-from tests.conftest import STAGES, copy_repo
-from tests.test_pipeline import DATA, _dvc, _edit_params, _git_repo, _run, _tiny_repo
+from tests.conftest import STAGES
+from tests.repos import DATA, copy_snapshot, dvc, edit_params, run
 
 pytestmark = pytest.mark.slow
 
 
-def _cheap(params: dict) -> None:
-    """Fewer measurements than the pipeline tests: the cycle's bookkeeping is under test."""
-    params["distill"]["control"] = False
-    params["benchmark"]["batch_sizes"] = [1]
-    params["evaluate"] |= {"batch_sizes": [1], "runtimes": ["onnxruntime"]}
-    # the default promotion policy (accuracy first); no one to approve in a test
+def _promotion_policy(params: dict) -> None:
+    """The default promotion policy (accuracy first); no one to approve in a test. The
+    `registry` section is no stage's param: the snapshot's outs stay up to date."""
     params["registry"] |= {"tolerance": 0.005, "min_gain": 0.0, "approval": "never"}
 
 
 @pytest.fixture(scope="module")
-def repo(harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository with tracked inputs after its first cycle, which promotes."""
-    root = tmp_path_factory.mktemp("cycle")
-    repo = copy_repo(root / "repo")
-    _tiny_repo(repo)
-    _edit_params(repo, _cheap)
-    _git_repo(repo, root / "remote")
+def repo(tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny-params repository (tracked inputs, its pipeline run once) after its
+    first cycle, which has only the promotion to do."""
+    snapshot, _ = tiny_pipeline_snapshot
+    repo = copy_snapshot(snapshot, tmp_path_factory.mktemp("cycle"))
+    edit_params(repo, _promotion_policy)
+    for command in (("git", "add", "params.yaml"), ("git", "commit", "-qm", "promotion policy")):
+        assert run(repo, *command).returncode == 0
     first = update_cycle(repo=str(repo))
     assert first["action"] == "promoted" and first["reason"].startswith("first model"), first
+    assert first["stages_run"] == [], first
     return repo
 
 
@@ -67,7 +66,7 @@ def _add_images(repo: Path, label: str, count: int) -> None:
 
 def test_added_images_rerun_everything_and_are_recorded(repo: Path) -> None:
     _add_images(repo, "3", 30)
-    status = _dvc(repo, "status")
+    status = dvc(repo, "status")
     assert "prepare:" in status.stdout and "modified:           data/input" in status.stdout
 
     grown = update_cycle(repo=str(repo))
@@ -106,13 +105,13 @@ def test_a_retrained_teacher_file_reruns_baseline_not_prepare(repo: Path) -> Non
     teacher = repo / "models/input/teacher.pt"
     weights = read_checkpoint(Artifacts(repo).teacher_pt)["state_dict"]
     torch.save(weights, teacher)
-    assert _dvc(repo, "add", "--quiet", "models/input/teacher.pt").returncode == 0
-    _edit_params(repo, lambda p: p["teacher"].update(checkpoint="models/input/teacher.pt"))
+    assert dvc(repo, "add", "--quiet", "models/input/teacher.pt").returncode == 0
+    edit_params(repo, lambda p: p["teacher"].update(checkpoint="models/input/teacher.pt"))
     for command in (("git", "add", "--all"), ("git", "commit", "-qm", "our own teacher")):
-        assert _run(repo, *command).returncode == 0  # the cycle refuses uncommitted params
-    assert _dvc(repo, "repro", "baseline").returncode == 0
+        assert run(repo, *command).returncode == 0  # the cycle refuses uncommitted params
+    assert dvc(repo, "repro", "baseline").returncode == 0
     torch.save(weights | {"fc.bias": weights["fc.bias"] + 0.5}, teacher)
-    status = _dvc(repo, "status")
+    status = dvc(repo, "status")
     assert "baseline:" in status.stdout and "modified:           models/input" in status.stdout
     assert "prepare:" not in status.stdout
 

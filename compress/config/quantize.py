@@ -35,4 +35,5 @@ class QuantizeParams(Section):
     qat: QATParams = Field(default_factory=QATParams)
     sparsity: SparsityParams = Field(default_factory=SparsityParams)
     max_onnx_accuracy_gap: float = Field(0.01, ge=0.0, le=1.0)
+    export_check_false_alarm: float = Field(0.01, gt=0.0, lt=1.0)
     seed: int = 0

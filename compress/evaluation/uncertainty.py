@@ -124,3 +124,24 @@ def images_needed(interval: dict, max_drop: float) -> int | None:
         middle = (failing + passing) // 2
         failing, passing = (failing, middle) if passes(middle) else (middle, passing)
     return passing
+
+
+def apart_beyond(
+    reference_correct: np.ndarray,
+    candidate_correct: np.ndarray,
+    tolerance: float,
+    false_alarm: float,
+) -> bool:
+    """Whether two models' accuracies on the same images differ by more than `tolerance` in
+    either direction beyond chance: a one-sided Tango lower bound per direction, each at
+    `false_alarm` / 2, so two models whose accuracies truly lie within `tolerance` are called
+    apart in at most `false_alarm` of splits. A raw gap of a few images on a small split is
+    not evidence."""
+    confidence = 1 - false_alarm / 2
+    return any(
+        lower_bound(paired_drop_interval(first, second), confidence) > tolerance
+        for first, second in (
+            (reference_correct, candidate_correct),
+            (candidate_correct, reference_correct),
+        )
+    )

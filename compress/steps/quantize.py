@@ -45,6 +45,7 @@ from compress.data.loaders import (
 )
 from compress.evaluation.benchmark import compare_onnx_latency
 from compress.evaluation.inference import split_logits
+from compress.evaluation.uncertainty import apart_beyond
 from compress.models.builders import fold_batchnorm
 from compress.models.checkpoints import load_model, read_checkpoint
 from compress.models.onnx_export import load_onnx
@@ -118,11 +119,16 @@ def quantize(
             compute,
         )
     masked_layers = bake_sparsity_masks(quantized)
-    save_qat_checkpoint(artifacts.quantized_pt, quantized, source, info.input_shape)
-    int8_weights = export_int8(
-        quantized, info.input_shape, artifacts.quantized_onnx, info.contract()
-    )
-    accuracies |= check_int8_export(quantized, test_loader, params, bench, artifacts)
+    try:
+        save_qat_checkpoint(artifacts.quantized_pt, quantized, source, info.input_shape)
+        int8_weights = export_int8(
+            quantized, info.input_shape, artifacts.quantized_onnx, info.contract()
+        )
+        accuracies |= check_int8_export(quantized, test_loader, params, bench, artifacts)
+    except PipelineError:  # an unfaithful export is no out: the next `dvc pull` would refuse it
+        for written in (artifacts.quantized_pt, artifacts.quantized_onnx):
+            written.unlink(missing_ok=True)
+        raise
     if keep_fp32 != base_fp32:
         float_record["cost"] = float_layer_costs(
             model, base_fp32, calibration, info.input_shape, bench, artifacts.quantized_onnx
@@ -197,7 +203,9 @@ def check_int8_export(
 ) -> dict[str, float]:
     """Test accuracy of the fake-quantized torch model and, in ONNX Runtime, of the INT8 file and
     its fp32 source, and the INT8 file's agreement with the torch model (one torch pass over the
-    split); an export further than `max_onnx_accuracy_gap` is an error."""
+    split); an export whose accuracy lies further than `max_onnx_accuracy_gap` from torch's,
+    beyond chance at `export_check_false_alarm`, is an error: rounding flips a few near-tied
+    images either way, which on a small split is a raw gap of more than a point."""
     torch_logits, torch_labels = predict(quantized, test_loader)
     torch_predictions = torch_logits.argmax(axis=1)
     torch_accuracy = float(np.mean(torch_predictions == torch_labels))
@@ -208,11 +216,18 @@ def check_int8_export(
     logits, labels = split_logits(runners, test_loader)
     onnx_predictions = logits["int8"].argmax(axis=1)
     int8_accuracy = float(np.mean(onnx_predictions == labels))
-    if abs(int8_accuracy - torch_accuracy) > params.max_onnx_accuracy_gap:
+    if apart_beyond(
+        torch_predictions == torch_labels,
+        onnx_predictions == labels,
+        params.max_onnx_accuracy_gap,
+        params.export_check_false_alarm,
+    ):
         raise PipelineError(
             f"The exported '{artifacts.quantized_onnx}' reaches {int8_accuracy:.4f} test accuracy in ONNX Runtime "
-            f"but the fake-quantized torch model {torch_accuracy:.4f}: more than "
-            f"quantize.max_onnx_accuracy_gap={params.max_onnx_accuracy_gap} apart; the export is not faithful."
+            f"but the fake-quantized torch model {torch_accuracy:.4f} on the same {len(labels)} images: "
+            f"more than quantize.max_onnx_accuracy_gap={params.max_onnx_accuracy_gap} apart beyond chance "
+            f"(false-alarm rate quantize.export_check_false_alarm={params.export_check_false_alarm}); "
+            "the export is not faithful. Nothing was kept of this run's quantized files."
         )
     return {
         "qat_torch": torch_accuracy,
