@@ -64,17 +64,19 @@ def distill(
     started = time.perf_counter()
     info = load_info(artifacts.prepared_dir)
     teacher = load_teacher(artifacts, params)
-    params, cut = resolve_student(params, info, artifacts)
-    seed_everything(params.seed)
-    student, record = cut if cut is not None else build_student(params, info, artifacts)
-    control_start = copy.deepcopy(student)  # the control starts from the same weights
-    ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
+    # every input is read before the student is built (cutting it from the teacher takes
+    # a while): a bad shard or stale teacher outputs fail first
     train_set = distillation_dataset(info, augment, params, artifacts)
     # the control needs no teacher, so it trains on fresh views every epoch: a stored view set
     # cost it 0.7 pt on 3 seeds (benchmarks/teacher_views.py), which would inflate the gain
     fresh_views = training_dataset(info, augment, artifacts.prepared_dir)
     val_loader = eval_loader("val", info, artifacts.prepared_dir)
     test_loader = eval_loader("test", info, artifacts.prepared_dir)
+    params, cut = resolve_student(params, info, artifacts)
+    seed_everything(params.seed)
+    student, record = cut if cut is not None else build_student(params, info, artifacts)
+    control_start = copy.deepcopy(student)  # the control starts from the same weights
+    ratios = check_student_is_smaller(params.student, student, teacher, info.input_shape)
     teacher_logits, labels = predict(teacher, test_loader)
     log.info("Distilling '%s' (%.1fx fewer params)", params.student, ratios["params_ratio"])
     result = train_distilled(student, teacher, params, info, train_set, val_loader, compute)
