@@ -9,24 +9,22 @@ import logging
 import time
 
 import nncf
-import numpy as np
 import onnx
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress.compression.export_check import write_checked_export
 from compress.compression.float_layers import float_layer_costs, float_layers
 from compress.compression.int8_onnx import weight_initializer_types
 from compress.compression.quantization import (
     apply_sparsity,
     bake_sparsity_masks,
-    export_int8,
     measured_sparsity,
     post_training_quantize,
     quantize_onnx_ptq,
     quantized_layers,
     resolve_keep_fp32,
-    save_qat_checkpoint,
 )
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import AugmentParams
@@ -44,18 +42,15 @@ from compress.data.loaders import (
     normalize_tensor,
 )
 from compress.evaluation.benchmark import compare_onnx_latency
-from compress.evaluation.inference import split_logits
-from compress.evaluation.uncertainty import apart_beyond
 from compress.models.builders import fold_batchnorm
 from compress.models.checkpoints import load_model, read_checkpoint
 from compress.models.onnx_export import load_onnx
-from compress.runtime.runners import onnxruntime_runner
 from compress.train.distillation import (
     distillation_dataset,
     distillation_objective,
     load_teacher,
 )
-from compress.train.loop import CPU, Compute, Schedule, accuracy, fit, predict, seed_everything
+from compress.train.loop import CPU, Compute, Schedule, accuracy, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +114,10 @@ def quantize(
             compute,
         )
     masked_layers = bake_sparsity_masks(quantized)
-    try:
-        save_qat_checkpoint(artifacts.quantized_pt, quantized, source, info.input_shape)
-        int8_weights = export_int8(
-            quantized, info.input_shape, artifacts.quantized_onnx, info.contract()
-        )
-        accuracies |= check_int8_export(quantized, test_loader, params, bench, artifacts)
-    except PipelineError:  # an unfaithful export is no out: the next `dvc pull` would refuse it
-        for written in (artifacts.quantized_pt, artifacts.quantized_onnx):
-            written.unlink(missing_ok=True)
-        raise
+    int8_weights, export_accuracies = write_checked_export(
+        quantized, source, info, test_loader, params, bench, artifacts
+    )
+    accuracies |= export_accuracies
     if keep_fp32 != base_fp32:
         float_record["cost"] = float_layer_costs(
             model, base_fp32, calibration, info.input_shape, bench, artifacts.quantized_onnx
@@ -192,49 +181,6 @@ def train_qat(
     )
     with distillation_objective(teacher, quantized, info.input_shape, distill_params) as kd:
         fit(quantized, kd, train_loader, val_loader, schedule, "QAT", compute)
-
-
-def check_int8_export(
-    quantized: nn.Module,
-    test_loader: DataLoader,
-    params: QuantizeParams,
-    bench: BenchmarkParams,
-    artifacts: Artifacts,
-) -> dict[str, float]:
-    """Test accuracy of the fake-quantized torch model and, in ONNX Runtime, of the INT8 file and
-    its fp32 source, and the INT8 file's agreement with the torch model (one torch pass over the
-    split); an export whose accuracy lies further than `max_onnx_accuracy_gap` from torch's,
-    beyond chance at `export_check_false_alarm`, is an error: rounding flips a few near-tied
-    images either way, which on a small split is a raw gap of more than a point."""
-    torch_logits, torch_labels = predict(quantized, test_loader)
-    torch_predictions = torch_logits.argmax(axis=1)
-    torch_accuracy = float(np.mean(torch_predictions == torch_labels))
-    runners = {
-        name: onnxruntime_runner(path, bench.intra_op_threads)
-        for name, path in (("int8", artifacts.quantized_onnx), ("fp32", artifacts.pruned_onnx))
-    }
-    logits, labels = split_logits(runners, test_loader)
-    onnx_predictions = logits["int8"].argmax(axis=1)
-    int8_accuracy = float(np.mean(onnx_predictions == labels))
-    if apart_beyond(
-        torch_predictions == torch_labels,
-        onnx_predictions == labels,
-        params.max_onnx_accuracy_gap,
-        params.export_check_false_alarm,
-    ):
-        raise PipelineError(
-            f"The exported '{artifacts.quantized_onnx}' reaches {int8_accuracy:.4f} test accuracy in ONNX Runtime "
-            f"but the fake-quantized torch model {torch_accuracy:.4f} on the same {len(labels)} images: "
-            f"more than quantize.max_onnx_accuracy_gap={params.max_onnx_accuracy_gap} apart beyond chance "
-            f"(false-alarm rate quantize.export_check_false_alarm={params.export_check_false_alarm}); "
-            "the export is not faithful. Nothing was kept of this run's quantized files."
-        )
-    return {
-        "qat_torch": torch_accuracy,
-        "fp32_onnxruntime": float(np.mean(logits["fp32"].argmax(axis=1) == labels)),
-        "int8_onnxruntime": int8_accuracy,
-        "onnx_torch_agreement": float(np.mean(onnx_predictions == torch_predictions)),
-    }
 
 
 def int8_costs(
