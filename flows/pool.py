@@ -69,10 +69,19 @@ def start_workers(pool: str, count: int, log: Path) -> list[subprocess.Popen]:
     """`prefect worker start` processes of this environment, one flow run each at a time, their
     output appended to `log`."""
     prefect = str(Path(sys.executable).parent / "prefect")
-    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()} | torch_threads(count)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as sink:  # each worker holds its own copy of the descriptor
         return start(prefect, pool, count, env, sink)
+
+
+def torch_threads(workers: int) -> dict[str, str]:
+    """Each of `workers` trials on this machine gets an equal share of its cores for torch
+    (OMP_NUM_THREADS, unless set already): trials side by side with a thread per core each
+    slow each other many times over on a small machine."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
 
 
 def start(prefect: str, pool: str, count: int, env: dict, sink: IO[str]) -> list[subprocess.Popen]:

@@ -30,6 +30,7 @@ from compress.search.recipe_search import (
     trial_summary,
     trials_front,
 )
+from flows.pool import torch_threads
 from tests.repos import REPO_ROOT, copy_repo, copy_snapshot, dvc, edit_params, run
 
 EVALUATION = json.loads((REPO_ROOT / "metrics/evaluate.json").read_text())
@@ -195,8 +196,8 @@ def test_bad_search_params_exit_1_naming_them_before_anything_runs(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 
-SPACE = {
-    "prune.target_ratio": {"choices": [0.3, 0.5]},
+SPACE = {  # quantize's params only: a trial reruns quantize and evaluate
+    "quantize.calibration_samples": {"choices": [100, 300]},
     "quantize.keep_fp32": {"choices": [["first_conv", "classifier"], []]},
 }
 
@@ -204,7 +205,7 @@ SPACE = {
 @pytest.fixture(scope="module")
 def search_repo(tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's tiny-params repository, its pipeline run once, with a 3-trial space that
-    only changes `prune` and `quantize`, committed (`search:` is no stage's param: the
+    only changes `quantize`, committed (`search:` is no stage's param: the
     pipeline's outs stay up to date)."""
     snapshot, _ = tiny_pipeline_snapshot
     repo = copy_snapshot(snapshot, tmp_path_factory.mktemp("search"))
@@ -269,11 +270,11 @@ def test_search_over_a_process_pool_resumes_after_a_kill_and_its_best_trial_appl
     assert len(trials) == 3  # the budget, counting the trials finished before the kill
     rows = [trial.user_attrs["row"] for trial in trials]
     for row in rows:  # params from the space, decoded (lists stay lists)
-        assert row["params"]["prune.target_ratio"] in (0.3, 0.5)
+        assert row["params"]["quantize.calibration_samples"] in (100, 300)
         assert row["params"]["quantize.keep_fp32"] in (["first_conv", "classifier"], [])
     for row in rows:  # only what the trial changes reran; the rest came from DVC
-        assert set(row["stages_ran"]) <= {"prune", "quantize", "evaluate"}, row
-        assert {"prepare", "baseline", "distill"} <= set(row["stages_skipped"]), row
+        assert set(row["stages_ran"]) <= {"quantize", "evaluate"}, row
+        assert {"prepare", "baseline", "distill", "prune"} <= set(row["stages_skipped"]), row
 
     table = (repo / "reports/search/trials.csv").read_text().splitlines()
     assert len(table) == 4
@@ -354,3 +355,13 @@ def test_trials_no_worker_takes_are_queued_again_when_the_budget_runs_out(
         runs = [client.read_flow_run(t.user_attrs["flow_run_id"]) for t in cut]
     assert all(run.state.type.value in ("CANCELLING", "CANCELLED") for run in runs)
     assert (repo / "reports/search/trials.csv").exists()
+
+
+def test_local_workers_share_the_cores_unless_threads_are_set(monkeypatch) -> None:
+    """Two workers on this machine get no more torch threads between them than it has cores
+    (at least one each); an OMP_NUM_THREADS the user set is left as it is."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = int(torch_threads(2)["OMP_NUM_THREADS"])
+    assert threads >= 1 and (threads == 1 or 2 * threads <= os.cpu_count())
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert torch_threads(2) == {}
