@@ -36,6 +36,13 @@ def edit_params(repo: Path, edit) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def commit_params(repo: Path, edit) -> None:
+    """Change params.yaml and commit it, as a team does before a cycle (which refuses
+    uncommitted code or params)."""
+    edit_params(repo, edit)
+    assert run(repo, "git", "commit", "-qam", "params").returncode == 0
+
+
 def tiny_repo(repo: Path) -> None:
     digit_images(repo / DATA)
     edit_params(repo, tiny_params)

@@ -47,6 +47,7 @@ from flows.update_cycle import update_cycle
 from tests.conftest import STAGES
 from tests.repos import (
     DATA,
+    commit_params,
     copy_repo,
     copy_snapshot,
     dvc,
@@ -228,13 +229,6 @@ def test_outs_push_to_the_remote(pipeline) -> None:
     assert sum(1 for path in remote.rglob("*") if path.is_file()) >= 16
 
 
-def _commit_params(repo: Path, edit) -> None:
-    """Change params.yaml and commit it, as a team does before a cycle (which refuses
-    uncommitted code or params)."""
-    edit_params(repo, edit)
-    assert run(repo, "git", "commit", "-qam", "params").returncode == 0
-
-
 def _answer_when_paused(*answer: str, before=None) -> threading.Thread:
     """A thread that waits for a flow run paused for approval and answers it with
     `compress approve <id> ...` in a separate process, as a person at a terminal would
@@ -318,16 +312,14 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     assert run(repo, "git", "checkout", "params.yaml").returncode == 0
 
     # The first model over a budget: kept, naming the budget; nothing registered.
-    _commit_params(
-        repo, lambda p: p["registry"].update(max_size_bytes=1000, min_objective_gain=0.0)
-    )
+    commit_params(repo, lambda p: p["registry"].update(max_size_bytes=1000, min_objective_gain=0.0))
     over = _cycle(repo, "first model over budget")
     assert (over["action"], over["clause"]) == ("kept", "over_budget"), over
     assert "registry.max_size_bytes 1000" in over["reason"]
     assert _in_stage(repo, "first model over budget") is None
 
     # v0.0.1, with a file a person staged that is not the pipeline's.
-    _commit_params(
+    commit_params(
         repo,
         lambda p: (
             p["registry"].update(max_size_bytes=None),
@@ -356,7 +348,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     # A float layer fewer, while the remote refuses writes (its folder would be under a file),
     # the cycle run as a person runs it: nothing tagged, no commit, prod unchanged, the error
     # recorded, exit 1 by the errno table (ENOTDIR is the user's).
-    _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:3]))
+    commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:3]))
     remote = repo.parent / "remote"
     (repo.parent / "a-file").write_text("")
     dvc(repo, "remote", "modify", "--local", "local", "url", str(repo.parent / "a-file/remote"))
@@ -379,7 +371,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     assert second["stages_run"] == [] and second["production_version"] == "v0.0.1"
     assert _in_stage(repo, "v0.0.2") == "v0.0.2"
 
-    _commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:2]))
+    commit_params(repo, lambda p: p["quantize"].update(keep_fp32=FLOAT_LAYERS[:2]))
     third = _cycle(repo, "v0.0.3")
     assert (third["action"], third["version"]) == ("promoted", "v0.0.3"), third
     assert _in_stage(repo, "v0.0.3") == "v0.0.3"
@@ -396,7 +388,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
     # Every layer in INT8, approval asked: a person commits during the pause, then approves:
     # refused (the model's provenance would be false). Asked again, a person rejects it:
     # kept, and the next cycle keeps it without asking.
-    _commit_params(
+    commit_params(
         repo,
         lambda p: (
             p["quantize"].update(keep_fp32=[]),
@@ -417,7 +409,7 @@ def test_a_month_of_cycles_keeps_one_true_registry(pipeline) -> None:
 
     # Another recipe (only the classifier in float): a new model, compared with v0.0.1 (what
     # serves, not the newest tag), promoted as v0.0.4. (New data is test_update_cycle's.)
-    _commit_params(
+    commit_params(
         repo,
         lambda p: (
             p["quantize"].update(keep_fp32=["classifier"]),

@@ -31,7 +31,7 @@ from compress.search.recipe_search import (
     trials_front,
 )
 from flows.pool import torch_threads
-from tests.repos import REPO_ROOT, copy_repo, copy_snapshot, dvc, edit_params, run
+from tests.repos import REPO_ROOT, commit_params, copy_repo, copy_snapshot, dvc, edit_params, run
 
 EVALUATION = json.loads((REPO_ROOT / "metrics/evaluate.json").read_text())
 
@@ -210,9 +210,7 @@ def search_repo(tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPa
     snapshot, _ = tiny_pipeline_snapshot
     repo = copy_snapshot(snapshot, tmp_path_factory.mktemp("search"))
     search = {"space": SPACE, "max_trials": 3, "workers": 2, "max_accuracy_drop": 1.0}
-    edit_params(repo, lambda p: p["search"].update(search))
-    for command in (("git", "add", "--all"), ("git", "commit", "-qm", "a search")):
-        assert run(repo, *command).returncode == 0
+    commit_params(repo, lambda p: p["search"].update(search))
     assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
     return repo
 

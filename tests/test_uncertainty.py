@@ -97,11 +97,11 @@ def _bootstrap_upper(b: int, c: int, n: int) -> float:
     return float(np.quantile((counts[:, 0] - counts[:, 1]) / n, 0.95))
 
 
-def _coverage(bound, n: int, drop: float, discordant: float) -> float:
-    """P(upper bound >= true drop) summed exactly over every (b, c) a split of n images can
-    give: m = b + c ~ Binomial(n, discordant), b | m ~ Binomial(m, share of b)."""
+def _exact_share(holds, n: int, drop: float, discordant: float) -> float:
+    """P(holds(b, c)) summed exactly over every (b, c) a split of n images can give for a true
+    drop `drop`: m = b + c ~ Binomial(n, discordant), b | m ~ Binomial(m, share of b)."""
     share_b = (discordant + drop) / 2 / discordant
-    covered = 0.0
+    total = 0.0
     for m in range(n + 1):
         p_m = binom.pmf(m, n, discordant)
         if p_m < 1e-10:
@@ -110,9 +110,14 @@ def _coverage(bound, n: int, drop: float, discordant: float) -> float:
             continue
         b = np.arange(m + 1)
         p_b = binom.pmf(b, m, share_b)
-        hits = [bound(int(k), m - int(k), n) >= drop - 1e-12 for k in b]
-        covered += p_m * float(np.sum(p_b[hits]))
-    return covered
+        hits = [holds(int(k), m - int(k)) for k in b]
+        total += p_m * float(np.sum(p_b[hits]))
+    return total
+
+
+def _coverage(bound, n: int, drop: float, discordant: float) -> float:
+    """P(upper bound >= true drop), exact."""
+    return _exact_share(lambda b, c: bound(b, c, n) >= drop - 1e-12, n, drop, discordant)
 
 
 @pytest.mark.parametrize("n", [360, 2000])
@@ -137,19 +142,14 @@ def test_one_sided_bound_covers_at_small_discordant_counts(n: int) -> None:
 
 
 def _flagged_share(n: int, gap: float, discordant: float, tolerance: float) -> float:
-    """P(apart_beyond flags two models), exact over every (b, c) a split of n images can give,
-    for a true accuracy gap `gap` with `discordant` of the images scored differently."""
-    share_b = (discordant + gap) / 2 / discordant
-    flagged = 0.0
-    for m in range(n + 1):
-        p_m = binom.pmf(m, n, discordant)
-        if p_m < 1e-10:
-            continue
-        for b in range(m + 1):
-            reference, candidate = _pairs(n, b, m - b)
-            if apart_beyond(reference, candidate, tolerance, false_alarm=0.01):
-                flagged += p_m * binom.pmf(b, m, share_b)
-    return flagged
+    """P(apart_beyond flags two models), exact, for a true accuracy gap `gap` with `discordant`
+    of the images scored differently."""
+    return _exact_share(
+        lambda b, c: apart_beyond(*_pairs(n, b, c), tolerance, false_alarm=0.01),
+        n,
+        gap,
+        discordant,
+    )
 
 
 @pytest.mark.parametrize(("n", "discordant"), [(100, 0.05), (400, 0.02)])

@@ -23,7 +23,7 @@ from compress.models.checkpoints import read_checkpoint
 from flows.compress import StageFailed
 from flows.update_cycle import update_cycle
 from tests.conftest import STAGES
-from tests.repos import DATA, copy_snapshot, dvc, edit_params, run
+from tests.repos import DATA, commit_params, copy_snapshot, dvc, edit_params, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,7 @@ def repo(tiny_pipeline_snapshot, harness, tmp_path_factory: pytest.TempPathFacto
     first cycle, which has only the promotion to do."""
     snapshot, _ = tiny_pipeline_snapshot
     repo = copy_snapshot(snapshot, tmp_path_factory.mktemp("cycle"))
-    edit_params(repo, _promotion_policy)
-    for command in (("git", "add", "params.yaml"), ("git", "commit", "-qm", "promotion policy")):
-        assert run(repo, *command).returncode == 0
+    commit_params(repo, _promotion_policy)
     first = update_cycle(repo=str(repo))
     assert first["action"] == "promoted" and first["reason"].startswith("first model"), first
     assert first["stages_run"] == [], first

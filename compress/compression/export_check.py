@@ -34,17 +34,19 @@ def check_int8_export(
     images either way, which on a small split is a raw gap of more than a point."""
     torch_logits, torch_labels = predict(quantized, test_loader)
     torch_predictions = torch_logits.argmax(axis=1)
-    torch_accuracy = float(np.mean(torch_predictions == torch_labels))
+    torch_correct = torch_predictions == torch_labels
+    torch_accuracy = float(np.mean(torch_correct))
     runners = {
         name: onnxruntime_runner(path, bench.intra_op_threads)
         for name, path in (("int8", artifacts.quantized_onnx), ("fp32", artifacts.pruned_onnx))
     }
     logits, labels = split_logits(runners, test_loader)
     onnx_predictions = logits["int8"].argmax(axis=1)
-    int8_accuracy = float(np.mean(onnx_predictions == labels))
+    onnx_correct = onnx_predictions == labels
+    int8_accuracy = float(np.mean(onnx_correct))
     if apart_beyond(
-        torch_predictions == torch_labels,
-        onnx_predictions == labels,
+        torch_correct,
+        onnx_correct,
         params.max_onnx_accuracy_gap,
         params.export_check_false_alarm,
     ):

@@ -53,16 +53,23 @@ def tango_bound(
     )
 
 
+def discordant_counts(
+    reference_correct: np.ndarray, candidate_correct: np.ndarray
+) -> tuple[int, int, int]:
+    """Images n, and b where only the reference is right, c where only the candidate is."""
+    reference_correct = np.asarray(reference_correct, dtype=bool)
+    candidate_correct = np.asarray(candidate_correct, dtype=bool)
+    b = int(np.sum(reference_correct & ~candidate_correct))
+    c = int(np.sum(~reference_correct & candidate_correct))
+    return len(reference_correct), b, c
+
+
 def paired_drop_interval(
     reference_correct: np.ndarray, candidate_correct: np.ndarray, confidence: float = 0.95
 ) -> dict[str, float | int | str]:
     """Accuracy drop (reference - candidate) on the same images with its two-sided
     `confidence` interval and one-sided upper bound (Tango's score method)."""
-    reference_correct = np.asarray(reference_correct, dtype=bool)
-    candidate_correct = np.asarray(candidate_correct, dtype=bool)
-    n = len(reference_correct)
-    b = int(np.sum(reference_correct & ~candidate_correct))
-    c = int(np.sum(~reference_correct & candidate_correct))
+    n, b, c = discordant_counts(reference_correct, candidate_correct)
     two_sided = norm.ppf((1 + confidence) / 2)
     return {
         "drop": (b - c) / n,
@@ -137,11 +144,9 @@ def apart_beyond(
     `false_alarm` / 2, so two models whose accuracies truly lie within `tolerance` are called
     apart in at most `false_alarm` of splits. A raw gap of a few images on a small split is
     not evidence."""
-    confidence = 1 - false_alarm / 2
+    n, b, c = discordant_counts(reference_correct, candidate_correct)
+    quantile = float(norm.ppf(1 - false_alarm / 2))
     return any(
-        lower_bound(paired_drop_interval(first, second), confidence) > tolerance
-        for first, second in (
-            (reference_correct, candidate_correct),
-            (candidate_correct, reference_correct),
-        )
+        tango_bound(first, second, n, quantile, upper=False) > tolerance
+        for first, second in ((b, c), (c, b))
     )
