@@ -13,7 +13,7 @@ import yaml
 from compress.core.artifacts import Artifacts
 from compress.core.gitrepo import git, read_at
 from compress.core.lock import lock_hashes
-from compress.data.loaders import split_hashes
+from compress.data.loaders import matches, split_identities
 from flows.compress import run_dvc
 
 CODE_PATHS = ("compress", "stages", "flows", "dvc.yaml", "pyproject.toml", "constraints.txt")
@@ -57,30 +57,44 @@ def data_changes(repo: Path, commit: str, old_lock: str | None, new_lock: str | 
     }
 
 
-def split_changes(production: dict[str, set[str]], prepared_dir: Path) -> dict:
-    """Per split, the images (by content hash) added and removed since production's data, and
-    the images production trained or calibrated on that are now in test or validation (0 with
-    splits by content hash while data.seed and the split fractions stay)."""
-    current = {split: set(split_hashes(prepared_dir / f"{split}.rows.csv")) for split in production}
-    trained_on = production["train"] | production["calibration"]
+def _unmatched(images: list[frozenset[str]], others: list[frozenset[str]]) -> int:
+    known = set().union(*others)
+    return sum(not matches(image, known) for image in images)
+
+
+def split_changes(production: dict[str, list[frozenset[str]]], prepared_dir: Path) -> dict:
+    """Per split, the images added and removed since production's data (matched by split key
+    or prepared-pixel hash), the images production trained or calibrated on that are now in
+    test or validation (0 with splits by content hash while data.seed and the split fractions
+    stay), and whether the split key changed since production (rows from before the key on
+    source pixels: every split was redrawn once, and the comparison matched images by their
+    prepared pixels)."""
+    current = {split: split_identities(prepared_dir / f"{split}.rows.csv") for split in production}
+    trained_on = production["train"] + production["calibration"]
+    evaluated_on = production["test"] + production["val"]
     return {
+        "split_key_changed": all(
+            len(image) == 1 for images in production.values() for image in images
+        ),
         "per_split": {
             split: {
-                "added": len(current[split] - production[split]),
-                "removed": len(production[split] - current[split]),
+                "added": _unmatched(current[split], production[split]),
+                "removed": _unmatched(production[split], current[split]),
             }
             for split in production
         },
-        "production_training_images_now_in_test_or_val": len(
-            trained_on & (current["test"] | current["val"])
-        ),
+        "production_training_images_now_in_test_or_val": len(current["test"] + current["val"])
+        - _unmatched(current["test"] + current["val"], trained_on),
         "production_test_or_val_images_now_in_training": len(
-            (production["test"] | production["val"]) & (current["train"] | current["calibration"])
-        ),
+            current["train"] + current["calibration"]
+        )
+        - _unmatched(current["train"] + current["calibration"], evaluated_on),
     }
 
 
-def changes_since(repo: Path, commit: str, splits: dict[str, set[str]] | None = None) -> dict:
+def changes_since(
+    repo: Path, commit: str, splits: dict[str, list[frozenset[str]]] | None = None
+) -> dict:
     """The data, teacher, params and code of the new model against production's commit;
     with production's splits, how each split changed."""
     lock = Artifacts(repo).dvc_lock

@@ -12,7 +12,7 @@ from prefect import task
 from compress.config.evaluate import EvaluateParams
 from compress.config.params import Params
 from compress.core.artifacts import Artifacts, file_digest
-from compress.data.loaders import eval_loader, load_info, split_hashes
+from compress.data.loaders import eval_loader, load_info, matches, split_identities
 from compress.evaluation.benchmark import compare_latency
 from compress.evaluation.inference import split_logits
 from compress.evaluation.promotion import promotion_decision
@@ -44,9 +44,10 @@ def production_model(repo: Path, artifact: str, stage: str, workdir: Path) -> di
 
 
 @task
-def production_splits(repo: Path, commit: str, workdir: Path) -> dict[str, set[str]]:
-    """The content hashes of every split production was made from: its commit's
-    `data/prepared/<split>.rows.csv`, fetched with `dvc get`."""
+def production_splits(repo: Path, commit: str, workdir: Path) -> dict[str, list[frozenset[str]]]:
+    """The identities of every image of every split production was made from (its split key
+    and prepared-pixel hash): its commit's `data/prepared/<split>.rows.csv`, fetched with
+    `dvc get`."""
     prepared = Artifacts.outs()["prepared_dir"].as_posix()
     hashes = {}
     for split in SPLITS:
@@ -58,21 +59,26 @@ def production_splits(repo: Path, commit: str, workdir: Path) -> dict[str, set[s
                 f"Production's '{path}' (commit {commit[:8]}) is not in the DVC cache or "
                 f"remote: {result.stderr.strip()} Run `dvc fetch --rev {commit}`."
             )
-        hashes[split] = set(split_hashes(target))
+        hashes[split] = split_identities(target)
     return hashes
 
 
-def comparison_images(repo: Path, production: dict[str, set[str]] | None) -> dict[str, np.ndarray]:
+def comparison_images(
+    repo: Path, production: dict[str, list[frozenset[str]]] | None
+) -> dict[str, np.ndarray]:
     """Masks over the current test split: the images production never trained or calibrated
     on (the comparison's images: with splits by content hash, all of them unless the split
-    params changed), and among those the ones added since production's test split."""
-    test = split_hashes(Artifacts(repo).prepared_dir / "test.rows.csv")
+    params or the split key changed; matched by either identity, so production split under an
+    older key is judged by what it really trained on), and among those the ones added since
+    production's test split."""
+    test = split_identities(Artifacts(repo).prepared_dir / "test.rows.csv")
     if production is None:
         return {"compared": np.ones(len(test), dtype=bool), "new": np.zeros(len(test), dtype=bool)}
-    seen = production["train"] | production["calibration"]
+    seen = set().union(*production["train"], *production["calibration"])
+    in_test = set().union(*production["test"])
     return {
-        "compared": np.asarray([h not in seen for h in test], dtype=bool),
-        "new": np.asarray([h not in production["test"] for h in test], dtype=bool),
+        "compared": np.asarray([not matches(image, seen) for image in test], dtype=bool),
+        "new": np.asarray([not matches(image, in_test) for image in test], dtype=bool),
     }
 
 
@@ -123,7 +129,10 @@ def measure_side_by_side(
 
 
 def compare(
-    root: Path, production: dict | None, splits: dict[str, set[str]] | None, params: Params
+    root: Path,
+    production: dict | None,
+    splits: dict[str, list[frozenset[str]]] | None,
+    params: Params,
 ) -> dict:
     """Keep when the new shipped model is production's file; otherwise measure both on the
     current test images production never trained on and let the promotion rule decide."""

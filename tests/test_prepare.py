@@ -134,8 +134,11 @@ def test_messy_image_folder_is_converted_and_bad_files_are_counted(tmp_path: Pat
         path=str(tmp_path / "data/input/images"),
         image_size=12,
         channels=3,
-        val_fraction=0.3,  # 20 images a class: splits by hash need wide ones to hold every class
-        test_fraction=0.3,
+        # 20 images a class: wide splits by hash hold every class (each misses one with
+        # probability 0.75^20 = 0.3 %), and train keeps about 30 images, above the 2 x 10 the
+        # calibration set needs (0.3 each left 24 on average: a coin toss with 21 under one key)
+        val_fraction=0.25,
+        test_fraction=0.25,
         calibration_size=10,
         class_balance_tolerance=1.0,
         seed=0,
@@ -306,3 +309,24 @@ def test_the_split_class_checks_pass_at_every_seed_on_the_bundled_digits(tmp_pat
             frame = class_count_frame(labels[kept], labels[splits[split]], fraction, 10, 0.01, 30)
             outside |= {(seed, split): list(frame["outside"][frame["outside"] != ""])}
     assert not any(outside.values()), {k: v for k, v in outside.items() if v}
+
+
+@pytest.mark.parametrize("source", ["imagefolder", "digits"])
+def test_processing_settings_move_no_image_between_splits(tmp_path: Path, source: str) -> None:
+    """The split key is taken from the pixels as the source decodes them, before any resize or
+    channel conversion: `data.image_size` 16 -> 32 and `data.channels` 1 -> 3 redraw nothing
+    (with the key on prepared pixels, 32 instead of 16 redrew the bundled digits' validation
+    split)."""
+    splits = []
+    for size, channels in ((16, 1), (32, 1), (16, 3)):
+        artifacts = Artifacts(tmp_path / f"{size}-{channels}")
+        path = None
+        if source == "imagefolder":
+            digit_images(artifacts.root / DIGIT_FOLDER)
+            path = str(artifacts.root / DIGIT_FOLDER)
+        params = DataParams(source=source, path=path, image_size=size, channels=channels)
+        prepare(params, artifacts)
+        splits.append(_split_of_each_hash(artifacts))
+        assert load_info(artifacts.prepared_dir).input_shape == (channels, size, size)
+    assert splits[0] == splits[1] == splits[2]
+    assert len(splits[0]) == 1797

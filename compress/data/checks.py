@@ -41,18 +41,24 @@ def unit_pixels(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float64) / (255.0 if images.dtype == np.uint8 else 1.0)
 
 
-def sample_rows(images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
-    """One row per image, computed while the images stream past: label, content hash (to find
-    the same image in two splits), shape, pixel range in [0, 1] units and non-finite count."""
+def sample_rows(
+    images: np.ndarray, labels: np.ndarray, keys: list[str] | None = None
+) -> pd.DataFrame:
+    """One row per image, computed while the images stream past: label, split key (`hash`: the
+    source's key, or the pixel hash when none is given), the hash of the prepared pixels
+    (`pixel_hash`: to find the same image in two splits, however it was stored), shape, pixel
+    range in [0, 1] units and non-finite count."""
     flat = unit_pixels(images.reshape(len(images), -1))
     finite = np.isfinite(flat)
     all_bad = ~finite.any(axis=1)
     lowest = np.where(finite, flat, np.inf).min(axis=1, initial=np.inf)
     highest = np.where(finite, flat, -np.inf).max(axis=1, initial=-np.inf)
+    pixel_hashes = [hashlib.sha1(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images]
     return pd.DataFrame(
         {
             "label": labels.astype(np.int64),
-            "hash": [hashlib.sha1(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images],
+            "hash": pixel_hashes if keys is None else keys,
+            "pixel_hash": pixel_hashes,
             "shape": ["x".join(map(str, image.shape)) for image in images],
             "pixel_min": np.where(all_bad, 0.0, lowest),
             "pixel_max": np.where(all_bad, 0.0, highest),
@@ -82,7 +88,7 @@ class ChannelStats:
 
 
 def _split_frame(rows: pd.DataFrame, train_hashes: set[str]) -> pd.DataFrame:
-    return rows.assign(in_train=rows["hash"].isin(train_hashes).to_numpy())
+    return rows.assign(in_train=rows["pixel_hash"].isin(train_hashes).to_numpy())
 
 
 def _pool_balance(pool: pd.DataFrame, num_classes: int, tolerance: float) -> tuple:
@@ -220,7 +226,7 @@ def validate_splits(
     """Run the suite on each split's `sample_rows` (train, val, test, calibration: train is
     the leakage reference), the pool's class balance, and each hash-drawn split's class
     counts (`fractions`: its share of the pool) at `false_alarm` per data set."""
-    train_hashes = set(rows["train"]["hash"])
+    train_hashes = set(rows["train"]["pixel_hash"])
     expected_shape = rows["train"]["shape"].iloc[0] if len(rows["train"]) else ""
     per_split = [
         (

@@ -55,10 +55,26 @@ class DatasetInfo:
 
 
 def split_hashes(rows_file: Path) -> list[str]:
-    """The content hashes of a split's images, in the split's order, from the `<split>.rows.csv`
+    """The split keys of a split's images, in the split's order, from the `<split>.rows.csv`
     that prepare writes beside its shards."""
     with rows_file.open(newline="") as handle:
         return [row["hash"] for row in csv.DictReader(handle)]
+
+
+def split_identities(rows_file: Path) -> list[frozenset[str]]:
+    """Each image's identities, in the split's order: its split key and the hash of its
+    prepared pixels. Rows written before the key on source pixels hold one (`hash`, the
+    prepared pixels' hash then): an image matches across the key change by that one."""
+    with rows_file.open(newline="") as handle:
+        return [
+            frozenset(filter(None, (row["hash"], row.get("pixel_hash"))))
+            for row in csv.DictReader(handle)
+        ]
+
+
+def matches(image: frozenset[str], known: set[str]) -> bool:
+    """Whether an image (its identities) is among `known` identities."""
+    return not image.isdisjoint(known)
 
 
 def load_info(prepared_dir: Path) -> DatasetInfo:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from compress.core.errors import PipelineError
-from compress.runtime.images import IMAGE_READ_ERRORS, decode_image_file
+from compress.runtime.images import IMAGE_READ_ERRORS, decode_image_file, pixel_key
 
 DIGITS_SIZE = 16
 
@@ -22,14 +22,17 @@ DIGITS_SIZE = 16
 @dataclass
 class Sample:
     """One image as a source read it: (C, H, W) uint8 pixels (float32 in [0, 1] for a source
-    whose pixels are not 8-bit), its label, the file's own size ("WxH") and mode, and a name
-    a person can find it by (a path under data.path, or a batch file and index)."""
+    whose pixels are not 8-bit), its label, the file's own size ("WxH") and mode, a name a
+    person can find it by (a path under data.path, or a batch file and index), and its key: the
+    `pixel_key` of its pixels as the source holds them, before any resize or conversion (the
+    split key, so processing settings never move an image between splits)."""
 
     image: np.ndarray
     label: int
     size: str
     mode: str
     name: str
+    key: str
 
 
 @dataclass
@@ -55,8 +58,10 @@ def load_digits_source(path: str | None, image_size: int | None, channels: int |
     images = (bunch.images.astype(np.float32) / 16.0)[:, None]
     images = _resize(_to_channels(images, channels or 1), image_size or DIGITS_SIZE)
     samples = (
-        Sample(image, int(label), "8x8", "L", f"digits[{index}]")
-        for index, (image, label) in enumerate(zip(images, bunch.target, strict=True))
+        Sample(image, int(label), "8x8", "L", f"digits[{index}]", pixel_key(original, "L"))
+        for index, (image, label, original) in enumerate(
+            zip(images, bunch.target, bunch.images, strict=True)
+        )
     )
     return Source([str(c) for c in bunch.target_names], samples)
 
@@ -92,11 +97,12 @@ def load_imagefolder_source(
         for label, class_files in files:
             for file in class_files:
                 try:
-                    image, original_size, mode = decode_image_file(file, size, channels)
+                    image, original_size, mode, key = decode_image_file(file, size, channels)
                 except IMAGE_READ_ERRORS:
                     source.skipped.append(str(file))
                     continue
-                yield Sample(image, label, original_size, mode, str(file.relative_to(root)))
+                name = str(file.relative_to(root))
+                yield Sample(image, label, original_size, mode, name, key)
 
     source.samples = decode_all()
     return source
@@ -127,7 +133,8 @@ def load_cifar10_source(path: str | None, image_size: int | None, channels: int 
                 raise PipelineError(f"CIFAR-10 batch '{file}' is corrupt: {error!r}.") from error
             for index, (image, label) in enumerate(zip(data, labels, strict=True)):
                 pixels = _convert_pixels(image, size, channels)
-                yield Sample(pixels, int(label), "32x32", "RGB", f"{file.name}[{index}]")
+                name, key = f"{file.name}[{index}]", pixel_key(image, "RGB")
+                yield Sample(pixels, int(label), "32x32", "RGB", name, key)
 
     with open(batch_dir / "batches.meta", "rb") as handle:
         classes = [name.decode() for name in pickle.load(handle, encoding="bytes")[b"label_names"]]

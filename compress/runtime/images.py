@@ -6,6 +6,7 @@ what it was trained on."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,14 +33,25 @@ def convert_image(image: Image.Image, size: int, channels: int) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+def pixel_key(pixels: np.ndarray, mode: str) -> str:
+    """An image's identity from its pixels as the source decodes them (mode, shape, type and
+    values), before any conversion or resize: `data.image_size`, `data.channels` and the
+    resampler never change it, and neither does a lossless re-save in another format."""
+    digest = hashlib.sha1(f"{mode}:{pixels.shape}:{pixels.dtype.str}:".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
 def decode_image_file(
     source: Path | BinaryIO, size: int, channels: int
-) -> tuple[np.ndarray, str, str]:
-    """The image as (C, size, size) uint8 pixels, the file's own size ("WxH") and PIL mode."""
+) -> tuple[np.ndarray, str, str, str]:
+    """The image as (C, size, size) uint8 pixels, the file's own size ("WxH") and PIL mode,
+    and the `pixel_key` of its decoded pixels."""
     with Image.open(source) as image:
         image.load()
         original_size, original_mode = "x".join(map(str, image.size)), image.mode
-        return convert_image(image, size, channels), original_size, original_mode
+        key = pixel_key(np.asarray(image), original_mode)
+        return convert_image(image, size, channels), original_size, original_mode, key
 
 
 def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:

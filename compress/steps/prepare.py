@@ -40,7 +40,7 @@ from compress.data.splits import Splits, split_data
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 256
-ROW_COLUMNS = ["label", "hash", "pixel_min", "pixel_max", "nonfinite"]
+ROW_COLUMNS = ["label", "hash", "pixel_hash", "pixel_min", "pixel_max", "nonfinite"]
 
 
 def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.DataFrame]:
@@ -59,7 +59,7 @@ def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.Data
             for image, label in zip(images, labels, strict=True):
                 writer.add(image, label)
             frames.append(
-                sample_rows(images, labels).assign(
+                sample_rows(images, labels, [sample.key for sample in batch]).assign(
                     size=[sample.size for sample in batch],
                     mode=[sample.mode for sample in batch],
                     name=[sample.name for sample in batch],
@@ -73,28 +73,35 @@ def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.Data
 
 
 def deduplicate(rows: pd.DataFrame) -> tuple[np.ndarray, int]:
-    """Positions of the pool's images to keep: the first copy of each identical image; images
+    """Positions of the pool's images to keep: the first copy of each identical image (the
+    same source pixels, or the same prepared pixels: a model cannot tell those apart); images
     seen with two labels are dropped."""
     first_label: dict[str, int] = {}
     conflicting: set[str] = set()
     keep: list[int] = []
     pool = rows[~rows["official_test"]]
-    for position, digest, label in zip(pool.index, pool["hash"], pool["label"], strict=True):
-        if digest in first_label:
-            if first_label[digest] != label:
-                conflicting.add(digest)
+    for position, key, pixels, label in zip(
+        pool.index, pool["hash"], pool["pixel_hash"], pool["label"], strict=True
+    ):
+        seen = [d for d in (key, pixels) if d in first_label]
+        if seen:
+            conflicting.update(d for d in seen if first_label[d] != label)
             continue
-        first_label[digest] = int(label)
+        first_label[key] = first_label[pixels] = int(label)
         keep.append(position)
-    kept = np.asarray([p for p in keep if rows.at[p, "hash"] not in conflicting], dtype=np.int64)
-    return kept, len(pool) - len(kept)
+    kept = [p for p in keep if not {rows.at[p, "hash"], rows.at[p, "pixel_hash"]} & conflicting]
+    return np.asarray(kept, dtype=np.int64), len(pool) - len(kept)
 
 
 def drop_official_test_copies(rows: pd.DataFrame, kept: np.ndarray) -> tuple[np.ndarray, int]:
     """The kept pool images without copies of an official test image (CIFAR-10's test batch
     is not deduplicated against the training batches): a copy in train would be a test image
     trained on. Returns the positions kept and how many copies were dropped."""
-    copy = rows["hash"].isin(set(rows.loc[rows["official_test"], "hash"])).to_numpy()
+    official = rows[rows["official_test"]]
+    copy = (
+        rows["hash"].isin(set(official["hash"]))
+        | rows["pixel_hash"].isin(set(official["pixel_hash"]))
+    ).to_numpy()
     return kept[~copy[kept]], int(copy[kept].sum())
 
 
