@@ -50,7 +50,8 @@ def tiny_repo(repo: Path) -> None:
 
 def tiny_params(params: dict) -> None:
     params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
-    params["teacher"]["epochs"] = 1
+    # one epoch of plain training: these tests check orchestration, not the teacher's recipe
+    params["teacher"] |= {"epochs": 1, "warmup_epochs": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
     params["distill"] |= {"epochs": 1, "student": "mobilenet_v2"}  # the layer names below
     params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
     params["quantize"]["qat"]["epochs"] = 1
