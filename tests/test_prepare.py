@@ -17,7 +17,7 @@ from compress.data.checks import sample_rows
 from compress.data.loaders import load_info, load_split, open_split, split_hashes
 from compress.data.sources import load_source
 from compress.data.splits import split_data
-from compress.runtime.images import decode_image
+from compress.runtime.images import decode_image, decode_image_file
 from compress.steps.prepare import deduplicate, prepare, scan_source
 from tests.conftest import DIGITS
 from tests.repos import digit_images
@@ -88,6 +88,32 @@ def test_deduplicate_drops_copies_and_conflicting_labels() -> None:
     kept, dropped = deduplicate(sample_rows(images, labels).assign(official_test=False))
     assert dropped == 3
     assert labels[kept].tolist() == [0, 1]
+
+
+def test_of_two_files_with_one_picture_the_smallest_key_is_kept_in_any_order() -> None:
+    """The same prepared pixels under two source keys (a picture saved in two modes): the
+    kept copy does not depend on the order files are read, so adding one moves nothing."""
+    images = np.stack([np.full((1, 2, 2), 0.5, dtype=np.float32)] * 2)
+    rows = sample_rows(images, np.array([4, 4])).assign(official_test=False, hash=["b", "a"])
+    for order in (rows, rows.iloc[::-1]):
+        kept, dropped = deduplicate(order)
+        assert dropped == 1 and order.loc[kept, "hash"].tolist() == ["a"]
+
+
+def test_a_palette_image_is_keyed_by_its_colours(tmp_path: Path) -> None:
+    """The same palette indices under another palette are another picture; the picture
+    re-saved as RGBA keeps its key."""
+    indices = np.zeros((8, 8), dtype=np.uint8)
+    indices[2:6, 2:6] = 1
+    keys = []
+    for name, colour in (("red", [255, 0, 0]), ("blue", [0, 0, 255])):
+        image = Image.fromarray(indices, "P")
+        image.putpalette([0, 0, 0, *colour])
+        image.save(tmp_path / f"{name}.png")
+        keys.append(decode_image_file(tmp_path / f"{name}.png", 8, 3)[3])
+    Image.open(tmp_path / "red.png").convert("RGBA").save(tmp_path / "red_rgba.png")
+    assert keys[0] != keys[1]
+    assert decode_image_file(tmp_path / "red_rgba.png", 8, 3)[3] == keys[0]
 
 
 def test_calibration_size_smaller_than_class_count_is_a_clear_error(tmp_path: Path) -> None:

@@ -36,10 +36,20 @@ def convert_image(image: Image.Image, size: int, channels: int) -> np.ndarray:
 def pixel_key(pixels: np.ndarray, mode: str) -> str:
     """An image's identity from its pixels as the source decodes them (mode, shape, type and
     values), before any conversion or resize: `data.image_size`, `data.channels` and the
-    resampler never change it, and neither does a lossless re-save in another format."""
+    resampler never change it, and neither does a lossless re-save that decodes to the same
+    mode."""
     digest = hashlib.sha1(f"{mode}:{pixels.shape}:{pixels.dtype.str}:".encode())
     digest.update(np.ascontiguousarray(pixels).tobytes())
     return digest.hexdigest()
+
+
+def source_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
+    """The pixels an image's key is taken from, and their mode: a palette image's are the
+    colours its indices stand for (two files with the same indices and other palettes are
+    other pictures)."""
+    if image.mode in ("P", "PA"):
+        return np.asarray(image.convert("RGBA")), "RGBA"
+    return np.asarray(image), image.mode
 
 
 def decode_image_file(
@@ -50,7 +60,7 @@ def decode_image_file(
     with Image.open(source) as image:
         image.load()
         original_size, original_mode = "x".join(map(str, image.size)), image.mode
-        key = pixel_key(np.asarray(image), original_mode)
+        key = pixel_key(*source_pixels(image))
         return convert_image(image, size, channels), original_size, original_mode, key
 
 

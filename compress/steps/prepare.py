@@ -73,13 +73,14 @@ def scan_source(source: Source, staging_dir: Path) -> tuple[ShardReader, pd.Data
 
 
 def deduplicate(rows: pd.DataFrame) -> tuple[np.ndarray, int]:
-    """Positions of the pool's images to keep: the first copy of each identical image (the
-    same source pixels, or the same prepared pixels: a model cannot tell those apart); images
-    seen with two labels are dropped."""
+    """Positions of the pool's images to keep: of each identical image (the same source
+    pixels, or the same prepared pixels: a model cannot tell those apart) the copy with the
+    smallest key, whatever order the files are read in, so adding a copy never moves the
+    image's split; images seen with two labels are dropped."""
     first_label: dict[str, int] = {}
     conflicting: set[str] = set()
     keep: list[int] = []
-    pool = rows[~rows["official_test"]]
+    pool = rows[~rows["official_test"]].sort_values("hash", kind="stable")
     for position, key, pixels, label in zip(
         pool.index, pool["hash"], pool["pixel_hash"], pool["label"], strict=True
     ):
@@ -90,7 +91,7 @@ def deduplicate(rows: pd.DataFrame) -> tuple[np.ndarray, int]:
         first_label[key] = first_label[pixels] = int(label)
         keep.append(position)
     kept = [p for p in keep if not {rows.at[p, "hash"], rows.at[p, "pixel_hash"]} & conflicting]
-    return np.asarray(kept, dtype=np.int64), len(pool) - len(kept)
+    return np.sort(np.asarray(kept, dtype=np.int64)), len(pool) - len(kept)
 
 
 def drop_official_test_copies(rows: pd.DataFrame, kept: np.ndarray) -> tuple[np.ndarray, int]:
