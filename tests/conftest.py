@@ -22,7 +22,7 @@ from compress.steps.baseline import baseline
 from compress.steps.prepare import prepare
 from compress.steps.teacher_outputs import teacher_outputs
 from flows.compress import compress
-from tests.repos import copy_repo, git_repo, tiny_repo
+from tests.repos import PLAIN_TEACHER, copy_repo, git_repo, tiny_repo
 
 TINY_BENCH = BenchmarkParams(
     batch_sizes=[1, 8, 32], warmup_runs=1, timed_runs=3, intra_op_threads=2
@@ -108,7 +108,7 @@ def baseline_artifacts(
     outputs on the default views (data/teacher_outputs)."""
     artifacts = Artifacts(tmp_path_factory.mktemp("baseline"))
     shutil.copytree(prepared_artifacts.root / "data", artifacts.root / "data")
-    baseline(TeacherParams(epochs=2), AugmentParams(), TINY_BENCH, artifacts)
+    baseline(TeacherParams(epochs=2, **PLAIN_TEACHER), AugmentParams(), TINY_BENCH, artifacts)
     teacher_outputs(DistillParams(), AugmentParams(), artifacts)
     return artifacts
 

@@ -19,6 +19,9 @@ from flows.search import REPORT_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = "data/input/digits"  # tracked with `dvc add`, as a team's image folder is
+# The teacher's recipe without warm-up or mixing: the tests' teachers train an epoch or two and
+# check orchestration and bookkeeping, not the recipe (benchmarks/teacher_recipe.py measures it)
+PLAIN_TEACHER = {"warmup_epochs": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
 
 
 def run(repo: Path, *command: str) -> subprocess.CompletedProcess:
@@ -50,8 +53,7 @@ def tiny_repo(repo: Path) -> None:
 
 def tiny_params(params: dict) -> None:
     params["data"] |= {"source": "imagefolder", "path": DATA, "image_size": 16, "channels": 1}
-    # one epoch of plain training: these tests check orchestration, not the teacher's recipe
-    params["teacher"] |= {"epochs": 1, "warmup_epochs": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+    params["teacher"] |= {"epochs": 1, **PLAIN_TEACHER}
     params["distill"] |= {"epochs": 1, "student": "mobilenet_v2"}  # the layer names below
     params["prune"] |= {"finetune_epochs": 1, "rounds": 1}
     params["quantize"]["qat"]["epochs"] = 1

@@ -25,12 +25,13 @@ from tests.conftest import (
     labelled_test_split,
     onnx_logits,
 )
+from tests.repos import PLAIN_TEACHER
 
 
 def _run(
     artifacts: Artifacts, checkpoint: str | None = None, arch: str = "resnet18", epochs: int = 1
 ) -> dict:
-    params = TeacherParams(arch=arch, checkpoint=checkpoint, epochs=epochs)
+    params = TeacherParams(arch=arch, checkpoint=checkpoint, epochs=epochs, **PLAIN_TEACHER)
     return baseline(params, AugmentParams(), TINY_BENCH, artifacts)
 
 

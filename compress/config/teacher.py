@@ -24,7 +24,7 @@ class TeacherParams(Section):
     adapt_stem: StemAdaptation = "auto"
     checkpoint: str | None = None
     onnx: str | None = None  # a trained teacher as an ONNX file: measured as it is, never trained
-    epochs: int = Field(15, ge=0, le=1000)
+    epochs: int = Field(30, ge=0, le=1000)
     patience: int | None = Field(None, ge=1, le=1000)  # early stopping on validation; null: off
     weights: KeptWeights = (
         "last"  # last: the whole schedule's final weights; best: best on validation
@@ -32,12 +32,12 @@ class TeacherParams(Section):
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(0.05, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
-    warmup_epochs: int = Field(0, ge=0, le=1000)  # linear warm-up before the cosine decay
+    warmup_epochs: int = Field(2, ge=0, le=1000)  # linear warm-up before the cosine decay
     # 0 by default: a teacher trained with smoothed labels distils worse (Mueller et al. 2019,
     # "When does label smoothing help?"): it erases the similarities between classes KD passes on
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)  # 0: off; with cutmix, one per batch
-    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)  # 0: off
+    mixup_alpha: float = Field(0.2, ge=0.0, le=10.0)  # 0: off; with cutmix, one per batch
+    cutmix_alpha: float = Field(1.0, ge=0.0, le=10.0)  # 0: off
     seed: int = 0
 
     @field_validator("arch")
