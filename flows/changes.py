@@ -62,6 +62,10 @@ def _unmatched(images: list[frozenset[str]], others: list[frozenset[str]]) -> in
     return sum(not matches(image, known) for image in images)
 
 
+def _matched(images: list[frozenset[str]], others: list[frozenset[str]]) -> int:
+    return len(images) - _unmatched(images, others)
+
+
 def split_changes(production: dict[str, list[frozenset[str]]], prepared_dir: Path) -> dict:
     """Per split, the images added and removed since production's data (matched by split key
     or prepared-pixel hash), the images production trained or calibrated on that are now in
@@ -70,12 +74,9 @@ def split_changes(production: dict[str, list[frozenset[str]]], prepared_dir: Pat
     source pixels: every split was redrawn once, and the comparison matched images by their
     prepared pixels)."""
     current = {split: split_identities(prepared_dir / f"{split}.rows.csv") for split in production}
-    trained_on = production["train"] + production["calibration"]
-    evaluated_on = production["test"] + production["val"]
+    rows = [image for images in production.values() for image in images]
     return {
-        "split_key_changed": all(
-            len(image) == 1 for images in production.values() for image in images
-        ),
+        "split_key_changed": bool(rows) and all(len(image) == 1 for image in rows),
         "per_split": {
             split: {
                 "added": _unmatched(current[split], production[split]),
@@ -83,12 +84,12 @@ def split_changes(production: dict[str, list[frozenset[str]]], prepared_dir: Pat
             }
             for split in production
         },
-        "production_training_images_now_in_test_or_val": len(current["test"] + current["val"])
-        - _unmatched(current["test"] + current["val"], trained_on),
-        "production_test_or_val_images_now_in_training": len(
-            current["train"] + current["calibration"]
-        )
-        - _unmatched(current["train"] + current["calibration"], evaluated_on),
+        "production_training_images_now_in_test_or_val": _matched(
+            current["test"] + current["val"], production["train"] + production["calibration"]
+        ),
+        "production_test_or_val_images_now_in_training": _matched(
+            current["train"] + current["calibration"], production["test"] + production["val"]
+        ),
     }
 
 

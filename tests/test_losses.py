@@ -11,6 +11,7 @@ from compress.models.builders import build_model
 from compress.train.losses import (
     DistillationObjective,
     KDSettings,
+    decoupled_kl,
     forward_kl,
     kd_loss,
     linear_schedule,
@@ -62,6 +63,25 @@ def test_forward_kl_matches_definition_and_reverse_differs() -> None:
     assert torch.allclose(forward_kl(student, teacher, 1.0), expected_forward, atol=1e-5)
     assert torch.allclose(reverse_kl(student, teacher, 1.0), expected_reverse, atol=1e-5)
     assert abs(expected_forward - expected_reverse) > 0.1
+
+
+def test_decoupled_kd_splits_forward_kl_as_its_paper_says(logits) -> None:
+    """Zhao et al. 2022, eq. 7: KL = TCKD + (1 - p_target of the teacher) * NCKD, per image; so
+    decoupled KD with that weight as beta is forward KL, and its own beta frees the second term."""
+    student, teacher, labels = logits
+    for index in range(len(labels)):
+        one = slice(index, index + 1)
+        for temperature in (1.0, 4.0):
+            p_target = F.softmax(teacher[one] / temperature, 1)[0, labels[index]].item()
+            decoupled = decoupled_kl(
+                student[one], teacher[one], labels[one], temperature, beta=1 - p_target
+            )
+            assert torch.allclose(
+                decoupled, forward_kl(student[one], teacher[one], temperature), atol=1e-5
+            )
+    assert decoupled_kl(student, student.clone(), labels, 4.0, beta=8.0).abs().item() < 1e-5
+    only_target_split = decoupled_kl(student, teacher, labels, 4.0, beta=0.0)
+    assert decoupled_kl(student, teacher, labels, 4.0, beta=8.0) > only_target_split > 0
 
 
 def test_linear_temperature_schedule() -> None:

@@ -18,7 +18,7 @@ from compress.config.section import (
 # Names chosen through registries in the library (losses, pruning); a test keeps them equal.
 TemperatureSchedule = Literal["constant", "linear"]
 
-Divergence = Literal["forward_kl", "reverse_kl"]
+Divergence = Literal["forward_kl", "reverse_kl", "decoupled"]
 
 TEACHER_STUDENT = "teacher"  # distill.student: the teacher itself, cut by Torch-Pruning
 AUTO_STUDENT = "auto"  # the teacher cut when it can be, else FALLBACK_STUDENT
@@ -46,6 +46,9 @@ class DistillParams(Section):
     temperature_start: float = Field(8.0, gt=0.0, le=100.0)
     temperature_end: float = Field(2.0, gt=0.0, le=100.0)
     kd_loss: Divergence = "forward_kl"
+    dkd_beta: float = Field(
+        8.0, ge=0.0, le=1000.0
+    )  # kd_loss: decoupled, the non-target KL's weight
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
     # augmented views per training image whose teacher outputs stage `teacher_outputs` stores

@@ -66,6 +66,7 @@ def kd_settings(params: DistillParams) -> KDSettings:
         temperature_end=end,
         schedule=params.temperature_schedule,
         divergence=params.kd_loss,
+        beta=params.dkd_beta,
         feature_weight=params.feature.weight,
         teacher_layer=params.feature.teacher_layer,
         student_layer=params.feature.student_layer,

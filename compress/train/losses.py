@@ -4,15 +4,18 @@ optimises when a frozen teacher guides a student.
     loss = alpha * CE(student, labels) + (1 - alpha) * T^2 * D(teacher/T, student/T)
            [+ feature_weight * MSE(adapter(student feature), teacher feature)]
 
-D is forward KL(p_teacher || p_student) (Hinton et al.; mass-covering) or reverse
-KL(p_student || p_teacher) (mode-seeking, as MiniLLM uses for generative students). T^2 keeps
-the soft-target gradients on the same scale as the hard-label ones when T changes.
+D is forward KL(p_teacher || p_student) (Hinton et al.; mass-covering), reverse
+KL(p_student || p_teacher) (mode-seeking, as MiniLLM uses for generative students), or
+decoupled KD (Zhao et al. 2022): the KL of the target-or-not split plus beta times the KL among
+the other classes, which forward KL weighs down by the teacher's confidence. T^2 keeps the
+soft-target gradients on the same scale as the hard-label ones when T changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -20,6 +23,9 @@ from torch.nn import functional as F
 
 from compress.core.errors import PipelineError
 from compress.train.loop import TrainableObjective
+
+# divergence(student_logits, teacher_logits, labels, temperature) -> scalar
+Divergence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def forward_kl(
@@ -41,16 +47,50 @@ def reverse_kl(
     return forward_kl(teacher_logits, student_logits, temperature)
 
 
-DIVERGENCES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "forward_kl": forward_kl,
-    "reverse_kl": reverse_kl,
+def decoupled_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    beta: float,
+) -> torch.Tensor:
+    """Decoupled KD at temperature T (Zhao et al. 2022): KL between teacher and student of
+    (p_target, 1 - p_target), plus `beta` times the KL of their distributions over the other
+    classes, averaged over the batch."""
+    target = F.one_hot(labels, student_logits.shape[1]).bool()
+
+    def target_or_not(logits: torch.Tensor) -> torch.Tensor:
+        log_target = F.log_softmax(logits / temperature, dim=1)[target]
+        log_rest = torch.log1p(-log_target.exp().clamp(max=1 - 1e-7))
+        return torch.stack([log_target, log_rest], dim=1)
+
+    def among_others(logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits / temperature - 1000.0 * target, dim=1)
+
+    def kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True)
+
+    return kl(target_or_not(student_logits), target_or_not(teacher_logits)) + beta * kl(
+        among_others(student_logits), among_others(teacher_logits)
+    )
+
+
+def _without_labels(kl: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> Divergence:
+    return lambda student, teacher, labels, temperature: kl(student, teacher, temperature)
+
+
+# name -> a divergence given the non-target weight beta (read by `decoupled` only)
+DIVERGENCES: dict[str, Callable[[float], Divergence]] = {
+    "forward_kl": lambda beta: _without_labels(forward_kl),
+    "reverse_kl": lambda beta: _without_labels(reverse_kl),
+    "decoupled": lambda beta: partial(decoupled_kl, beta=beta),
 }
 
 
-def get_divergence(name: str) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+def get_divergence(name: str, beta: float = 1.0) -> Divergence:
     if name not in DIVERGENCES:
         raise PipelineError(f"Unknown distill.kd_loss '{name}'; valid: {', '.join(DIVERGENCES)}.")
-    return DIVERGENCES[name]
+    return DIVERGENCES[name](beta)
 
 
 def kd_loss(
@@ -59,12 +99,14 @@ def kd_loss(
     labels: torch.Tensor,
     alpha: float,
     temperature: float,
-    divergence: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = forward_kl,
+    divergence: Divergence | None = None,
 ) -> torch.Tensor:
+    """The loss of the module docstring; `divergence` defaults to forward KL."""
     hard = F.cross_entropy(student_logits, labels)
     if alpha >= 1.0:
         return hard
-    soft = divergence(student_logits, teacher_logits.detach(), temperature)
+    divergence = divergence or get_divergence("forward_kl")
+    soft = divergence(student_logits, teacher_logits.detach(), labels, temperature)
     return alpha * hard + (1.0 - alpha) * temperature**2 * soft
 
 
@@ -122,6 +164,7 @@ class KDSettings:
     temperature_end: float
     schedule: str = "constant"
     divergence: str = "forward_kl"
+    beta: float = 8.0  # decoupled: weight of the non-target classes' KL
     feature_weight: float = 0.0
     teacher_layer: str = "layer4"
     student_layer: str = "features"
@@ -150,7 +193,7 @@ class DistillationObjective(TrainableObjective):
         self.temperature_start = settings.temperature_start
         self.temperature_end = settings.temperature_end
         self.schedule = get_schedule(settings.schedule)
-        self.divergence = get_divergence(settings.divergence)
+        self.divergence = get_divergence(settings.divergence, settings.beta)
         self.temperature = settings.temperature_start
         self.feature_weight = settings.feature_weight
         self.adapter: nn.Module | None = None

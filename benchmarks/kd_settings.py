@@ -1,0 +1,157 @@
+"""Which distillation loss teaches the student best? Trains the workspace's teacher (params.yaml
+`teacher`, seed 0) once per data set, on the bundled digits and on `shapes`
+(benchmarks/shapes.py), stores its outputs (stage `teacher_outputs`), then distils one student
+per setting of `SETTINGS` from the same start on the same stored views, and trains the
+labels-only control once. Chooses per data set the setting best on validation (ties: the
+workspace's own), and prints per setting its validation accuracy and its paired difference
+from the control with a 95 % interval (Tango); the test split is read for the chosen setting
+and the control only. Heavy (shapes: about 20 min for the teacher, 2-3 min per student on 2
+cores): run nothing else beside it. `--workdir` keeps the teachers there and reuses them.
+
+    python benchmarks/kd_settings.py [--data digits shapes] [--settings workspace t1 ...] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from shapes import shapes_folder
+
+from compress.compression.students import build_student, resolve_student
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import DataParams
+from compress.config.distill import DistillParams
+from compress.config.file import load_sections
+from compress.config.teacher import TeacherParams
+from compress.core.artifacts import Artifacts
+from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
+from compress.evaluation.uncertainty import paired_drop_interval
+from compress.steps.baseline import baseline
+from compress.steps.distill import train_distilled
+from compress.steps.prepare import prepare
+from compress.steps.teacher_outputs import teacher_outputs
+from compress.train.distillation import distillation_dataset, distillation_schedule, load_teacher
+from compress.train.loop import CPU, cross_entropy_objective, fit, predict, seed_everything
+
+# Each setting: the distill params it changes from params.yaml's (`workspace`: none). alpha is
+# the hard-label weight; (1 - alpha) * T^2 goes to the KL term.
+SETTINGS: dict[str, dict] = {
+    "workspace": {},
+    "t1": {"alpha": 0.5, "temperature": 1.0},
+    "t2": {"alpha": 0.5, "temperature": 2.0},
+    "t4_labels_0.9": {"alpha": 0.9, "temperature": 4.0},
+    "t1_soft_only": {"alpha": 0.0, "temperature": 1.0},
+    "decoupled_t4": {"kd_loss": "decoupled", "alpha": 0.5, "temperature": 4.0},
+}
+QUICK_COSTS = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3)
+
+
+def data_params(name: str, workspace: DataParams, workdir: Path, per_class: int) -> DataParams:
+    """The digits as params.yaml has them, or a `shapes` folder (drawn once per workdir)."""
+    if name == "digits":
+        return workspace
+    folder = workdir / "data/input/shapes"
+    if not folder.is_dir():
+        shapes_folder(folder, per_class)
+    return DataParams(source="imagefolder", path=str(folder), augment=workspace.augment)
+
+
+def taught(
+    data: DataParams, teacher: TeacherParams, distill: DistillParams, workdir: Path
+) -> Artifacts:
+    """Prepared data, a trained teacher and its stored outputs in `workdir` (kept if there)."""
+    artifacts = Artifacts(workdir)
+    if not artifacts.teacher_pt.is_file():
+        prepare(data, artifacts)
+        baseline(teacher, data.augment, QUICK_COSTS, artifacts)
+        teacher_outputs(distill, data.augment, artifacts)
+    return artifacts
+
+
+def correct(model, loader) -> np.ndarray:
+    logits, labels = predict(model, loader)
+    return logits.argmax(1) == labels
+
+
+def run(
+    name: str, data: DataParams, distill: DistillParams, artifacts: Artifacts, settings: list[str]
+) -> None:
+    """The control once, then a student per setting from the same start; the table rows."""
+    info = load_info(artifacts.prepared_dir)
+    teacher = load_teacher(artifacts, distill)
+    val = eval_loader("val", info, artifacts.prepared_dir)
+    resolved, cut = resolve_student(distill, info, artifacts)
+    seed_everything(distill.seed)
+    start, _ = cut if cut is not None else build_student(resolved, info, artifacts)
+    control = copy.deepcopy(start)
+    seed_everything(resolved.seed)
+    fresh = training_dataset(info, data.augment, artifacts.prepared_dir)
+    loader = make_loader(fresh, resolved.batch_size, True, resolved.seed)
+    fit(
+        control,
+        cross_entropy_objective,
+        loader,
+        val,
+        distillation_schedule(resolved),
+        "control",
+        CPU,
+    )
+    control_val = correct(control, val)
+    print(f"{name} | control (labels only) | - | - | {control_val.mean():.4f} | | ", flush=True)
+    students, val_accuracy = {}, {}
+    for setting in settings:
+        params = resolved.model_copy(update=SETTINGS[setting])
+        students[setting] = copy.deepcopy(start)
+        seed_everything(params.seed)
+        train_set = distillation_dataset(info, data.augment, params, artifacts)
+        result = train_distilled(students[setting], teacher, params, info, train_set, val, CPU)
+        on_val = correct(students[setting], val)
+        val_accuracy[setting] = on_val.mean()
+        print(
+            f"{name} | {setting} | {params.alpha} | {params.temperature} | {on_val.mean():.4f} | "
+            f"{difference(control_val, on_val)} | {result.seconds:.0f}",
+            flush=True,
+        )
+    chosen = max(settings, key=lambda setting: (val_accuracy[setting], setting == "workspace"))
+    test = eval_loader("test", info, artifacts.prepared_dir)
+    print(
+        f"{name}: chosen on validation: {chosen}; test: {chosen} "
+        f"{correct(students[chosen], test).mean():.4f}, control {correct(control, test).mean():.4f}, "
+        f"teacher {correct(teacher, test).mean():.4f}",
+        flush=True,
+    )
+
+
+def difference(reference: np.ndarray, candidate: np.ndarray) -> str:
+    """candidate - reference in pt, with its paired 95 % interval."""
+    drop = paired_drop_interval(reference, candidate)
+    return f"{-drop['drop'] * 100:+.2f} [{-drop['upper'] * 100:+.2f}, {-drop['lower'] * 100:+.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", nargs="+", default=["digits", "shapes"], choices=["digits", "shapes"]
+    )
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--images", type=int, default=300, help="shapes: images per class")
+    parser.add_argument("--workdir", type=Path, help="keep the teachers here (reused if there)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    workspace, teacher, distill = load_sections(DataParams, TeacherParams, DistillParams)
+    print("data | setting | alpha | T | validation | minus control (pt, 95 %) | train s")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.workdir or Path(tmp)
+        for name in args.data:
+            data = data_params(name, workspace, root / name, args.images)
+            artifacts = taught(data, teacher, distill, root / name)
+            run(name, data, distill, artifacts, args.settings)
+
+
+if __name__ == "__main__":
+    main()
