@@ -30,8 +30,8 @@ from compress.steps.prepare import prepare
 
 # Each recipe: every teacher param it sets (the rest from params.yaml), so the table reproduces
 # whatever params.yaml holds. Warm-up, label smoothing, MixUp and CutMix with a longer cosine
-# schedule are torchvision's classification reference recipe; `warmup_mix_30` is the default since
-# this benchmark chose it (docs/models.md).
+# schedule are torchvision's classification reference recipe; `warmup_30` is the default since
+# this benchmark chose it on shapes (docs/models.md).
 PLAIN = {
     "epochs": 15,
     "warmup_epochs": 0,

@@ -36,8 +36,8 @@ class TeacherParams(Section):
     # 0 by default: a teacher trained with smoothed labels distils worse (Mueller et al. 2019,
     # "When does label smoothing help?"): it erases the similarities between classes KD passes on
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    mixup_alpha: float = Field(0.2, ge=0.0, le=10.0)  # 0: off; with cutmix, one per batch
-    cutmix_alpha: float = Field(1.0, ge=0.0, le=10.0)  # 0: off
+    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)  # 0: off; with cutmix, one per batch
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)  # 0: off
     seed: int = 0
 
     @field_validator("arch")
