@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from shapes import shapes_folder
+from torch import nn
+from torch.utils.data import DataLoader
 
 from compress.compression.students import build_student, resolve_student
 from compress.config.benchmark import BenchmarkParams
@@ -29,7 +31,13 @@ from compress.config.distill import DistillParams
 from compress.config.file import load_sections
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
-from compress.data.loaders import eval_loader, load_info, make_loader, training_dataset
+from compress.data.loaders import (
+    DatasetInfo,
+    eval_loader,
+    load_info,
+    make_loader,
+    training_dataset,
+)
 from compress.evaluation.uncertainty import paired_drop_interval
 from compress.steps.baseline import baseline
 from compress.steps.distill import train_distilled
@@ -73,7 +81,8 @@ def taught(
     return artifacts
 
 
-def correct(model, loader) -> np.ndarray:
+def correct(model: nn.Module, loader: DataLoader) -> np.ndarray:
+    """Per image of `loader`, whether `model` is right."""
     logits, labels = predict(model, loader)
     return logits.argmax(1) == labels
 
@@ -88,19 +97,7 @@ def run(
     resolved, cut = resolve_student(distill, info, artifacts)
     seed_everything(distill.seed)
     start, _ = cut if cut is not None else build_student(resolved, info, artifacts)
-    control = copy.deepcopy(start)
-    seed_everything(resolved.seed)
-    fresh = training_dataset(info, data.augment, artifacts.prepared_dir)
-    loader = make_loader(fresh, resolved.batch_size, True, resolved.seed)
-    fit(
-        control,
-        cross_entropy_objective,
-        loader,
-        val,
-        distillation_schedule(resolved),
-        "control",
-        CPU,
-    )
+    control = labels_only(copy.deepcopy(start), resolved, data, info, artifacts, val)
     control_val = correct(control, val)
     print(f"{name} | control (labels only) | - | - | {control_val.mean():.4f} | | ", flush=True)
     students, val_accuracy = {}, {}
@@ -113,7 +110,8 @@ def run(
         on_val = correct(students[setting], val)
         val_accuracy[setting] = on_val.mean()
         print(
-            f"{name} | {setting} | {params.alpha} | {params.temperature} | {on_val.mean():.4f} | "
+            f"{name} | {setting} ({params.kd_loss}) | {params.alpha} | {params.temperature} | "
+            f"{on_val.mean():.4f} | "
             f"{difference(control_val, on_val)} | {result.seconds:.0f}",
             flush=True,
         )
@@ -125,6 +123,24 @@ def run(
         f"teacher {correct(teacher, test).mean():.4f}",
         flush=True,
     )
+
+
+def labels_only(
+    student: nn.Module,
+    params: DistillParams,
+    data: DataParams,
+    info: DatasetInfo,
+    artifacts: Artifacts,
+    val: DataLoader,
+) -> nn.Module:
+    """The control: `student` trained on hard labels, on fresh views, as `distill` trains it."""
+    seed_everything(params.seed)
+    fresh = training_dataset(info, data.augment, artifacts.prepared_dir)
+    loader = make_loader(fresh, params.batch_size, True, params.seed)
+    fit(
+        student, cross_entropy_objective, loader, val, distillation_schedule(params), "control", CPU
+    )
+    return student
 
 
 def difference(reference: np.ndarray, candidate: np.ndarray) -> str:
