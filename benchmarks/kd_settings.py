@@ -4,9 +4,9 @@
 per setting of `SETTINGS` from the same start on the same stored views, and trains the
 labels-only control once. Chooses per data set the setting best on validation (ties: the
 workspace's own), and prints per setting its validation accuracy and its paired difference
-from the control with a 95 % interval (Tango); the test split is read for the chosen setting
-and the control only. Heavy (shapes: about 20 min for the teacher, 2-3 min per student on 2
-cores): run nothing else beside it. `--workdir` keeps the teachers there and reuses them.
+from the control with a 95 % interval (Tango); the test split is read for the chosen setting,
+the control and the teacher only. Heavy (shapes: about 30 min for the teacher, 2 min per
+student on a 2-core AMD EPYC): run nothing else beside it. `--workdir` keeps the teachers there and reuses them.
 
     python benchmarks/kd_settings.py [--data digits shapes] [--settings workspace t1 ...] [--workdir DIR]
 """

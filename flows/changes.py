@@ -72,7 +72,7 @@ def split_changes(production: dict[str, list[frozenset[str]]], prepared_dir: Pat
     test or validation (0 with splits by content hash while data.seed and the split fractions
     stay), and whether the split key changed since production (rows from before the key on
     source pixels: every split was redrawn once, and the comparison matched images by their
-    prepared pixels)."""
+    prepared pixels; false when production has no rows to tell)."""
     current = {split: split_identities(prepared_dir / f"{split}.rows.csv") for split in production}
     rows = [image for images in production.values() for image in images]
     return {

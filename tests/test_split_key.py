@@ -49,3 +49,15 @@ def test_production_split_under_the_old_key_is_matched_by_its_prepared_pixels(
     assert changes["production_training_images_now_in_test_or_val"] == 2
     assert changes["production_test_or_val_images_now_in_training"] == 1  # image 6
     assert changes["per_split"]["test"] == {"added": 2, "removed": 0}
+
+
+def test_production_with_no_rows_is_no_key_change(tmp_path: Path) -> None:
+    """A production without images says nothing about its key: no redraw is reported."""
+    production = {split: [] for split in SPLITS}
+    for split in SPLITS:
+        rows = [{"label": 0, "hash": f"key{split}", "pixel_hash": f"px{split}"}]
+        _write(Artifacts(tmp_path).prepared_dir / f"{split}.rows.csv", rows)
+    changes = split_changes(production, Artifacts(tmp_path).prepared_dir)
+    assert changes["split_key_changed"] is False
+    assert changes["per_split"]["test"] == {"added": 1, "removed": 0}
+    assert changes["production_training_images_now_in_test_or_val"] == 0

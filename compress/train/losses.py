@@ -24,6 +24,8 @@ from torch.nn import functional as F
 from compress.core.errors import PipelineError
 from compress.train.loop import TrainableObjective
 
+DKD_BETA = 8.0  # decoupled KD's non-target weight (Zhao et al.'s CIFAR-100 setting)
+
 # divergence(student_logits, teacher_logits, labels, temperature) -> scalar
 Divergence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -60,9 +62,9 @@ def decoupled_kl(
     target = F.one_hot(labels, student_logits.shape[1]).bool()
 
     def target_or_not(logits: torch.Tensor) -> torch.Tensor:
-        log_target = F.log_softmax(logits / temperature, dim=1)[target]
-        log_rest = torch.log1p(-log_target.exp().clamp(max=1 - 1e-7))
-        return torch.stack([log_target, log_rest], dim=1)
+        log_probs = F.log_softmax(logits / temperature, dim=1)
+        log_rest = torch.logsumexp(log_probs.masked_fill(target, float("-inf")), dim=1)
+        return torch.stack([log_probs[target], log_rest], dim=1)
 
     def among_others(logits: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(logits / temperature - 1000.0 * target, dim=1)
@@ -87,7 +89,7 @@ DIVERGENCES: dict[str, Callable[[float], Divergence]] = {
 }
 
 
-def get_divergence(name: str, beta: float = 1.0) -> Divergence:
+def get_divergence(name: str, beta: float = DKD_BETA) -> Divergence:
     if name not in DIVERGENCES:
         raise PipelineError(f"Unknown distill.kd_loss '{name}'; valid: {', '.join(DIVERGENCES)}.")
     return DIVERGENCES[name](beta)
@@ -164,7 +166,7 @@ class KDSettings:
     temperature_end: float
     schedule: str = "constant"
     divergence: str = "forward_kl"
-    beta: float = 8.0  # decoupled: weight of the non-target classes' KL
+    beta: float = DKD_BETA  # decoupled: weight of the non-target classes' KL
     feature_weight: float = 0.0
     teacher_layer: str = "layer4"
     student_layer: str = "features"
