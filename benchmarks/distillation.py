@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from shapes import shapes_folder
+from shapes import data_params, paired_difference
 
 from compress.config.benchmark import BenchmarkParams
 from compress.config.data import DataParams
@@ -97,11 +97,6 @@ def run_seed(data: DataParams, seed: int, workdir: Path) -> dict:
     return row
 
 
-def interval(figure: dict) -> str:
-    """A paired difference (the first model minus the second) with its 95 % interval, in pt."""
-    return f"{-figure['drop'] * 100:+.2f} [{-figure['upper'] * 100:+.2f}, {-figure['lower'] * 100:+.2f}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -119,20 +114,15 @@ def main() -> None:
         for name in args.data:
             for seed in args.seeds:
                 workdir = Path(tmp) / f"{name}-{seed}"
-                data = workspace
-                if name == "shapes":
-                    folder = shapes_folder(workdir / "data/input/shapes", args.images)
-                    data = DataParams(
-                        source="imagefolder", path=str(folder), augment=workspace.augment
-                    )
+                data = data_params(name, workspace, workdir, args.images)
                 row = run_seed(data, seed, workdir)
                 labels_only = row["pruned_labels_only"]
                 print(
                     f"{name} | {seed} | {row['images']} | {row['teacher']:.4f} | {row['control']:.4f} | "
                     f"{row['distilled']:.4f} | {row['pruned']:.4f} | "
                     f"{'-' if labels_only is None else f'{labels_only:.4f}'} | {row['int8']:.4f} | "
-                    f"{row['pruning_start']} | {interval(row['teacher_minus_control'])} | "
-                    f"{interval(row['distilled_minus_control'])}",
+                    f"{row['pruning_start']} | {paired_difference(row['teacher_minus_control'])} | "
+                    f"{paired_difference(row['distilled_minus_control'])}",
                     flush=True,
                 )
 

@@ -20,31 +20,28 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from shapes import shapes_folder
+from shapes import QUICK_COSTS, data_params, paired_difference
 from torch import nn
 from torch.utils.data import DataLoader
 
 from compress.compression.students import build_student, resolve_student
-from compress.config.benchmark import BenchmarkParams
 from compress.config.data import DataParams
 from compress.config.distill import DistillParams
 from compress.config.file import load_sections
 from compress.config.teacher import TeacherParams
 from compress.core.artifacts import Artifacts
 from compress.data.loaders import (
-    DatasetInfo,
     eval_loader,
     load_info,
-    make_loader,
     training_dataset,
 )
 from compress.evaluation.uncertainty import paired_drop_interval
 from compress.steps.baseline import baseline
-from compress.steps.distill import train_distilled
+from compress.steps.distill import fit_labels_only, train_distilled
 from compress.steps.prepare import prepare
 from compress.steps.teacher_outputs import teacher_outputs
-from compress.train.distillation import distillation_dataset, distillation_schedule, load_teacher
-from compress.train.loop import CPU, cross_entropy_objective, fit, predict, seed_everything
+from compress.train.distillation import distillation_dataset, load_teacher
+from compress.train.loop import CPU, predict, seed_everything
 
 # Each setting: the distill params it changes from params.yaml's (`workspace`: none). alpha is
 # the hard-label weight; (1 - alpha) * T^2 goes to the KL term.
@@ -56,17 +53,6 @@ SETTINGS: dict[str, dict] = {
     "t1_soft_only": {"alpha": 0.0, "temperature": 1.0},
     "decoupled_t4": {"kd_loss": "decoupled", "alpha": 0.5, "temperature": 4.0},
 }
-QUICK_COSTS = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3)
-
-
-def data_params(name: str, workspace: DataParams, workdir: Path, per_class: int) -> DataParams:
-    """The digits as params.yaml has them, or a `shapes` folder (drawn once per workdir)."""
-    if name == "digits":
-        return workspace
-    folder = workdir / "data/input/shapes"
-    if not folder.is_dir():
-        shapes_folder(folder, per_class)
-    return DataParams(source="imagefolder", path=str(folder), augment=workspace.augment)
 
 
 def taught(
@@ -97,7 +83,9 @@ def run(
     resolved, cut = resolve_student(distill, info, artifacts)
     seed_everything(distill.seed)
     start, _ = cut if cut is not None else build_student(resolved, info, artifacts)
-    control = labels_only(copy.deepcopy(start), resolved, data, info, artifacts, val)
+    control = copy.deepcopy(start)
+    fresh = training_dataset(info, data.augment, artifacts.prepared_dir)
+    fit_labels_only(control, resolved, fresh, val, CPU)
     control_val = correct(control, val)
     print(f"{name} | control (labels only) | - | - | {control_val.mean():.4f} | | ", flush=True)
     students, val_accuracy = {}, {}
@@ -112,7 +100,7 @@ def run(
         print(
             f"{name} | {setting} ({params.kd_loss}) | {params.alpha} | {params.temperature} | "
             f"{on_val.mean():.4f} | "
-            f"{difference(control_val, on_val)} | {result.seconds:.0f}",
+            f"{paired_difference(paired_drop_interval(control_val, on_val))} | {result.seconds:.0f}",
             flush=True,
         )
     chosen = max(settings, key=lambda setting: (val_accuracy[setting], setting == "workspace"))
@@ -123,30 +111,6 @@ def run(
         f"teacher {correct(teacher, test).mean():.4f}",
         flush=True,
     )
-
-
-def labels_only(
-    student: nn.Module,
-    params: DistillParams,
-    data: DataParams,
-    info: DatasetInfo,
-    artifacts: Artifacts,
-    val: DataLoader,
-) -> nn.Module:
-    """The control: `student` trained on hard labels, on fresh views, as `distill` trains it."""
-    seed_everything(params.seed)
-    fresh = training_dataset(info, data.augment, artifacts.prepared_dir)
-    loader = make_loader(fresh, params.batch_size, True, params.seed)
-    fit(
-        student, cross_entropy_objective, loader, val, distillation_schedule(params), "control", CPU
-    )
-    return student
-
-
-def difference(reference: np.ndarray, candidate: np.ndarray) -> str:
-    """candidate - reference in pt, with its paired 95 % interval."""
-    drop = paired_drop_interval(reference, candidate)
-    return f"{-drop['drop'] * 100:+.2f} [{-drop['upper'] * 100:+.2f}, {-drop['lower'] * 100:+.2f}]"
 
 
 def main() -> None:

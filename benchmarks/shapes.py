@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from compress.config.benchmark import BenchmarkParams
+from compress.config.data import DataParams
+
+# cost figures the benchmarks do not report: one short timing keeps `baseline` quick
+QUICK_COSTS = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3)
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar", "diamond", "star", "L", "dots")
 
 
@@ -80,3 +86,19 @@ def shapes_folder(root: Path, per_class: int, seed: int = 0) -> Path:
             draw_shape(kind, draw, box, colour, rng.uniform(0, 2 * math.pi))
             image.save(folder / f"{label}-{index}.png")
     return root
+
+
+def data_params(name: str, workspace: DataParams, workdir: Path, per_class: int) -> DataParams:
+    """The digits as params.yaml has them, or `shapes` drawn into `workdir` (once: kept there)."""
+    if name == "digits":
+        return workspace
+    folder = workdir / "data/input/shapes"
+    if not folder.is_dir():
+        shapes_folder(folder, per_class)
+    return DataParams(source="imagefolder", path=str(folder), augment=workspace.augment)
+
+
+def paired_difference(drop: dict) -> str:
+    """A paired drop (reference - candidate) as candidate - reference in pt with its 95 %
+    interval."""
+    return f"{-drop['drop'] * 100:+.2f} [{-drop['upper'] * 100:+.2f}, {-drop['lower'] * 100:+.2f}]"

@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 
 from scipy.stats import binomtest
-from shapes import shapes_folder
+from shapes import QUICK_COSTS, data_params
 
-from compress.config.benchmark import BenchmarkParams
 from compress.config.data import DataParams
 from compress.config.file import load_sections
 from compress.config.teacher import TeacherParams
@@ -47,15 +46,6 @@ RECIPES: dict[str, dict] = {
     "warmup_mix_30": PLAIN
     | {"warmup_epochs": 2, "epochs": 30, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
 }
-QUICK_COSTS = BenchmarkParams(batch_sizes=[1], warmup_runs=1, timed_runs=3)
-
-
-def data_params(name: str, workspace: DataParams, workdir: Path, per_class: int) -> DataParams:
-    """The digits as params.yaml has them, or a freshly drawn `shapes` folder."""
-    if name == "digits":
-        return workspace
-    folder = shapes_folder(workdir / "data/input/shapes", per_class)
-    return DataParams(source="imagefolder", path=str(folder), augment=workspace.augment)
 
 
 def train(teacher: TeacherParams, data: DataParams, artifacts: Artifacts) -> dict:

@@ -46,9 +46,8 @@ class DistillParams(Section):
     temperature_start: float = Field(8.0, gt=0.0, le=100.0)
     temperature_end: float = Field(2.0, gt=0.0, le=100.0)
     kd_loss: Divergence = "forward_kl"
-    dkd_beta: float = Field(
-        8.0, ge=0.0, le=1000.0
-    )  # kd_loss: decoupled, the non-target KL's weight
+    # kd_loss: decoupled, the weight of the KL among the non-target classes
+    dkd_beta: float = Field(8.0, ge=0.0, le=1000.0)
     feature: FeatureKDParams = Field(default_factory=FeatureKDParams)
     control: bool = True
     # augmented views per training image whose teacher outputs stage `teacher_outputs` stores

@@ -236,6 +236,27 @@ def summarize_model(
     }
 
 
+def fit_labels_only(
+    student: nn.Module,
+    params: DistillParams,
+    train_set: Dataset,
+    val_loader: DataLoader,
+    compute: Compute,
+) -> FitResult:
+    """`student` trained on hard labels with the distillation run's seed and schedule."""
+    seed_everything(params.seed)
+    loader = make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers)
+    return fit(
+        student,
+        cross_entropy_objective,
+        loader,
+        val_loader,
+        distillation_schedule(params),
+        "control",
+        compute,
+    )
+
+
 def train_control(
     params: DistillParams,
     start: Student,
@@ -253,17 +274,8 @@ def train_control(
         atomic.replace_dir(artifacts.control_dir, lambda d: (d / "skipped.txt").write_text(note))
         return []
     control, record = start
-    seed_everything(params.seed)
     log.info("Training the control '%s' on hard labels", params.student)
-    result = fit(
-        control,
-        cross_entropy_objective,
-        make_loader(train_set, params.batch_size, True, params.seed, compute.loader_workers),
-        val_loader,
-        distillation_schedule(params),
-        "control",
-        compute,
-    )
+    result = fit_labels_only(control, params, train_set, val_loader, compute)
 
     def build(folder: Path) -> None:
         save_student(folder / artifacts.control_pt.name, control, record, info)
