@@ -9,6 +9,7 @@ the control and the teacher only. Heavy (shapes: about 30 min for the teacher, 2
 student on a 2-core AMD EPYC): run nothing else beside it. `--workdir` keeps the teachers there and reuses them.
 
     python benchmarks/kd_settings.py [--data digits shapes] [--settings workspace t1 ...] [--workdir DIR]
+                                     [--student ARCH]
 """
 
 from __future__ import annotations
@@ -121,9 +122,15 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--images", type=int, default=300, help="shapes: images per class")
     parser.add_argument("--workdir", type=Path, help="keep the teachers here (reused if there)")
+    parser.add_argument(
+        "--student",
+        help="distill.student for every row (default: params.yaml's), e.g. a from-scratch architecture",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     workspace, teacher, distill = load_sections(DataParams, TeacherParams, DistillParams)
+    if args.student:
+        distill = distill.model_copy(update={"student": args.student})
     print("data | setting | alpha | T | validation | minus control (pt, 95 %) | train s")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
