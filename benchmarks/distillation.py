@@ -10,7 +10,7 @@ With `distill.student: auto` the student and its control both start from the tea
 weights, cut: the control then measures the KD loss alone. So each seed also trains `scratch`,
 the student's architecture from random weights on labels only, a student that never saw the
 teacher, and prints distilled - scratch: what the teacher brings in all (its weights and its
-outputs). Heavy (digits about 8 min per seed, shapes about 50, on a 2-core AMD EPYC): run
+outputs). Heavy (digits about 10 min per seed, shapes about 50, on a 2-core AMD EPYC): run
 nothing else beside it.
 
     python benchmarks/distillation.py [--data digits shapes] [--seeds 0 1 2] [--images 300]
