@@ -51,11 +51,14 @@ from compress.train.loop import CPU, predict, seed_everything
 
 
 def reinitialised(model: nn.Module) -> nn.Module:
-    """`model` with fresh random weights, initialised as torchvision's ResNet does."""
+    """`model` with fresh random weights: convolutions as torchvision's ResNet initialises
+    them, every other layer that has weights by its own `reset_parameters`."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, (nn.BatchNorm2d, nn.Linear)):
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return model
 
