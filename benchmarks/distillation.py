@@ -6,12 +6,14 @@ Prints per seed, on the test split: the teacher, the labels-only control, the di
 the pruned student (KD fine-tune) and its labels-only pruning control, and the INT8 model in
 ONNX Runtime, with paired 95 % intervals (Tango) of teacher - control and distilled - control.
 
-With `distill.student: auto` the student and its control both start from the teacher's own
-weights, cut: the control then measures the KD loss alone. So each seed also trains `scratch`,
-the student's architecture from random weights on labels only, a student that never saw the
-teacher, and prints distilled - scratch: what the teacher brings in all (its weights and its
-outputs). Heavy (digits about 10 min per seed, shapes about 50, on a 2-core AMD EPYC): run
-nothing else beside it.
+With `distill.student: auto` on a torch teacher the student and its control both start from
+the teacher's own weights, cut: the control then measures the KD loss alone. So each seed also
+trains `scratch`, the student's architecture from random weights on labels only, a student that
+never saw the teacher's weights or outputs (only its channel widths come from the cut), and
+prints teacher - scratch, control - scratch (what the cut weights bring) and distilled - scratch
+(what the teacher brings in all). For a student from scratch, `scratch` repeats the control.
+Heavy (digits about 10 min per seed, shapes about 50, on a 2-core AMD EPYC): run nothing else
+beside it.
 
     python benchmarks/distillation.py [--data digits shapes] [--seeds 0 1 2] [--images 300]
                                       [--workdir DIR]
@@ -29,7 +31,7 @@ from shapes import data_params, paired_difference
 from torch import nn
 
 from compress.config.benchmark import BenchmarkParams
-from compress.config.data import DataParams
+from compress.config.data import AugmentParams, DataParams
 from compress.config.distill import DistillParams
 from compress.config.file import load_sections
 from compress.config.prune import PruneParams
@@ -49,6 +51,8 @@ from compress.steps.quantize import quantize
 from compress.steps.teacher_outputs import teacher_outputs
 from compress.train.loop import CPU, predict, seed_everything
 
+log = logging.getLogger(__name__)
+
 
 def reinitialised(model: nn.Module) -> nn.Module:
     """`model` with fresh random weights: convolutions as torchvision's ResNet initialises
@@ -63,13 +67,15 @@ def reinitialised(model: nn.Module) -> nn.Module:
     return model
 
 
-def scratch_correct(data: DataParams, params: DistillParams, artifacts: Artifacts) -> np.ndarray:
+def scratch_correct(
+    augment: AugmentParams, params: DistillParams, artifacts: Artifacts
+) -> np.ndarray:
     """Per test image, whether the distilled student's architecture is right after training
     from random weights on labels only, with the distillation run's schedule and seed."""
     info = load_info(artifacts.prepared_dir)
     seed_everything(params.seed)
     model = reinitialised(load_model(artifacts.student_pt)[0])
-    train_set = training_dataset(info, data.augment, artifacts.prepared_dir)
+    train_set = training_dataset(info, augment, artifacts.prepared_dir)
     fit_labels_only(model, params, train_set, eval_loader("val", info, artifacts.prepared_dir), CPU)
     logits, labels = predict(model, eval_loader("test", info, artifacts.prepared_dir))
     return logits.argmax(1) == labels
@@ -103,7 +109,9 @@ def run_seed(data: DataParams, seed: int, workdir: Path) -> dict:
     )
     artifacts = Artifacts(workdir)
     prepare(data, artifacts)
-    if not artifacts.teacher_pt.is_file():
+    if artifacts.teacher_pt.is_file():
+        log.warning("Reusing %s: it must come from this data, seed and teacher recipe", workdir)
+    else:
         baseline(teacher.model_copy(update={"seed": seed}), data.augment, bench, artifacts)
     distill_params = distill_params.model_copy(update={"seed": seed})
     teacher_outputs(distill_params, data.augment, artifacts)
@@ -123,13 +131,14 @@ def run_seed(data: DataParams, seed: int, workdir: Path) -> dict:
         artifacts,
     )
     correct = correct_on_test(artifacts)
-    correct["scratch"] = scratch_correct(data, distill_params, artifacts)
+    correct["scratch"] = scratch_correct(data.augment, distill_params, artifacts)
     row = {name: float(np.mean(values)) for name, values in correct.items()}
     row["pruned_labels_only"] = pruned.get("labels_only_control", {}).get("test_accuracy")
     row["pruning_start"] = pruned["start"]["model"]
     row["teacher_minus_control"] = paired_drop_interval(correct["control"], correct["teacher"])
     row["distilled_minus_control"] = paired_drop_interval(correct["control"], correct["distilled"])
     row["teacher_minus_scratch"] = paired_drop_interval(correct["scratch"], correct["teacher"])
+    row["control_minus_scratch"] = paired_drop_interval(correct["scratch"], correct["control"])
     row["distilled_minus_scratch"] = paired_drop_interval(correct["scratch"], correct["distilled"])
     row["images"] = len(correct["teacher"])
     return row
@@ -137,8 +146,12 @@ def run_seed(data: DataParams, seed: int, workdir: Path) -> dict:
 
 def mean_line(name: str, rows: list[dict]) -> str:
     """Each model's test accuracy averaged over the seeds' rows."""
-    models = ("teacher", "control", "distilled", "scratch", "pruned", "int8")
-    means = ", ".join(f"{model} {np.mean([row[model] for row in rows]):.4f}" for model in models)
+    models = ("teacher", "control", "distilled", "scratch", "pruned", "pruned_labels_only", "int8")
+    means = ", ".join(
+        f"{model} {np.mean([row[model] for row in rows]):.4f}"
+        for model in models
+        if all(row[model] is not None for row in rows)
+    )
     return f"{name}: mean over {len(rows)} seeds: {means}"
 
 
@@ -154,7 +167,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     (workspace,) = load_sections(DataParams)
     print(
-        "data | seed | test images | teacher | control | distilled | pruned KD | pruned labels | INT8 | start | teacher-control (pt, 95 %) | distilled-control (pt, 95 %) | scratch | teacher-scratch (pt, 95 %) | distilled-scratch (pt, 95 %)"
+        "data | seed | test images | teacher | control | distilled | pruned KD | pruned labels | INT8 | start | teacher-control (pt, 95 %) | distilled-control (pt, 95 %) | scratch | teacher-scratch (pt, 95 %) | control-scratch (pt, 95 %) | distilled-scratch (pt, 95 %)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.data:
@@ -172,6 +185,7 @@ def main() -> None:
                     f"{row['pruning_start']} | {paired_difference(row['teacher_minus_control'])} | "
                     f"{paired_difference(row['distilled_minus_control'])} | {row['scratch']:.4f} | "
                     f"{paired_difference(row['teacher_minus_scratch'])} | "
+                    f"{paired_difference(row['control_minus_scratch'])} | "
                     f"{paired_difference(row['distilled_minus_scratch'])}",
                     flush=True,
                 )
