@@ -30,7 +30,7 @@ class TeacherParams(Section):
         "last"  # last: the whole schedule's final weights; best: best on validation
     )
     batch_size: int = Field(64, ge=1, le=4096)
-    lr: float = Field(0.05, gt=0.0, le=10.0)
+    lr: float = Field(0.025, gt=0.0, le=10.0)
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
     warmup_epochs: int = Field(2, ge=0, le=1000)  # linear warm-up before the cosine decay
     # 0 by default: a teacher trained with smoothed labels distils worse (Mueller et al. 2019,
