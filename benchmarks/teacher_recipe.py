@@ -30,7 +30,7 @@ from compress.steps.prepare import prepare
 # Each recipe: every teacher param it sets (the rest from params.yaml), so the table reproduces
 # whatever params.yaml holds. Warm-up, label smoothing, MixUp and CutMix with a longer cosine
 # schedule are torchvision's classification reference recipe, and so is the learning rate of
-# `warmup_30_scaled_lr`, the default: its 0.1 per 256 images at batch 64 (docs/models.md).
+# `warmup_30_scaled_lr`, the default: its 0.1 per 256 images, scaled to batch 64 (docs/models.md).
 PLAIN = {
     "epochs": 15,
     "lr": 0.05,
